@@ -1,0 +1,321 @@
+"""HTTP gateway benchmark: proxied requests/s and added latency versus direct calls to the simulator.
+
+    python bench/http_gateway.py [--quick] [--no-httpx]
+
+Three server processes on loopback (uvloop + httptools): the Microsoft 365 simulator, Tether
+serving /proxy (task-token verification, route map, decision and audit through the
+enforcer, credential injection, leak scan, link rewriting), and two bare forwarders that
+only inject the credential — one on aiohttp (what the gateway uses), one on httpx 0.28 (for
+comparison, encode/httpx#3215). The load generator (aiohttp, keep-alive) runs in this process
+at 1 and 32 concurrent clients against each target, all in the same run.
+
+Added latency = proxied percentile − direct percentile at one client. Prints a table, then as
+its LAST line one JSON object with `added_p50_ms`, `added_p99_ms`, `requests_per_s_32`.
+Goals: added median ≤ 1 ms, ≥ 1,500 authorised requests/s.
+
+The enforcer: `tether.gateway._enforce.Enforcer` when the policy engine and the audit writer
+are wired in this build; otherwise a stand-in that allows and counts (named in the output), so
+the figure then excludes the Cedar decision and the durable audit write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import json
+import multiprocessing as mp
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PATH = "/v1.0/users/alice@contoso.example/messages?$top=1"
+TASKS = 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(app: Any, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop", http="httptools")
+
+
+# ---------------------------------------------------------------------- server processes
+
+
+def run_sim(port: int, secret: str) -> None:
+    from tether.sim.m365 import M365Sim, create_app
+
+    serve(create_app(M365Sim(clients={"tether-gateway": secret})), port)
+
+
+def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_audit: bool) -> None:
+    import yaml
+
+    from tether.api.app import create_app
+    from tether.api.wiring import build_services
+    from tether.config import Settings
+    from tether.gateway._enforce import TaskUsage
+    from tether.types import new_id
+
+    cfg = Path(data) / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump({"http": {"upstreams": {"m365": {
+        "base_url": sim_base, "route_map": "graph", "credential": "graph-app", "tenant_domains": ["contoso.example"]}}}}))  # fmt: skip
+    settings = Settings(data_dir=Path(data) / "d", port=port, public_url=f"http://127.0.0.1:{port}", gateway_config=cfg)
+    svc = build_services(settings, migrate=True)
+    svc.extras["vault"].add("bench", "graph-app", "client_credentials", {"client_secret": secret},
+                            {"token_url": f"{sim_base}/contoso.example/oauth2/v2.0/token", "client_id": "tether-gateway"})  # fmt: skip
+    enforcer_name = "tether.gateway._enforce.Enforcer"
+    if svc.enforcer is None or svc.enforcer.policy is None or svc.enforcer.audit is None:
+        enforcer_name = "stand-in (allow + count; no Cedar decision, no durable audit write)"
+
+        class Allow:
+            usage = TaskUsage()
+
+            async def check(self, call: Any) -> Any:
+                from types import SimpleNamespace
+
+                d = SimpleNamespace(id=new_id("dec"), effect=SimpleNamespace(value="allow"), policy_ids=("bench",),
+                                    reasons=())  # fmt: skip
+                return SimpleNamespace(decision=d, allowed=True, approval_id=None, request_event_id="e",
+                                       decision_event_id="e")  # fmt: skip
+
+            async def completed(self, call: Any, verdict: Any, *, outcome: Any) -> None:
+                self.usage.add(
+                    call.token.task_id, items=int(outcome.get("items", 0)), bytes=int(outcome.get("bytes", 0))
+                )
+
+            async def record(self, event: Any) -> None:
+                return None
+
+        svc.enforcer = Allow()  # type: ignore[assignment]
+    from datetime import UTC, datetime, timedelta
+
+    person = svc.identity.create_person("system", email="alice@contoso.example", name="Alice", subject="alice",
+                                        entitlements=["mail:read"])  # fmt: skip
+    agent = svc.identity.create_agent("system", name="bench-assistant", sponsor_id=person.id, owner_team="bench",
+                                      purpose="benchmark", mode="executing", ceiling=["mail:read"])  # fmt: skip
+    svc.identity.delegate(person.id, person_id=person.id, agent_id=agent.id, actions=["mail:read"],
+                          expires_at=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    if memory_audit and svc.enforcer is not None and enforcer_name.startswith("tether."):
+        from tether.audit.model import Receipt
+
+        class Memory:  # diagnosis only: the enforcement step without the durable audit writes
+            async def record_many(self, events: Any) -> list[Any]:
+                return [Receipt(0, e.id or "", "") for e in events]
+
+            async def record(self, event: Any) -> Any:
+                return Receipt(0, event.id or "", "")
+
+            def keyed_digest(self, data: bytes) -> str:
+                return hashlib.sha256(data).hexdigest()
+
+        svc.enforcer.audit = Memory()
+        enforcer_name += ", audit in memory (diagnosis)"
+    now = int(time.time())
+    tokens = []
+    for _ in range(TASKS):  # many tasks: the default pack asks for approval past 500 items read per task
+        claims = {"iss": settings.issuer, "sub": person.id, "act": {"sub": agent.id}, "client_id": agent.id,
+                  "aud": f"{settings.base_url}/proxy/m365", "scope": "mail:read", "task_id": new_id("tsk"),
+                  "jti": new_id("tok"), "iat": now, "nbf": now, "exp": now + 3000}  # fmt: skip
+        tokens.append(svc.verifier.keyring.sign(claims, "at+jwt"))  # type: ignore[union-attr]
+    q.put((tokens, enforcer_name))
+    serve(create_app(svc), port)
+
+
+def _forwarder(kind: str, sim_base: str, token: str) -> Any:
+    """A bare reverse proxy that only injects the credential: the floor for each HTTP client library."""
+    state: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    if kind == "aiohttp":
+                        import aiohttp
+
+                        state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+                    else:
+                        import httpx
+
+                        state["c"] = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        url = sim_base + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+        h = {"Authorization": "Bearer " + token}
+        if kind == "aiohttp":
+            async with state["c"].get(url, headers=h) as r:
+                body, status = await r.read(), r.status
+        else:
+            resp = await state["c"].get(url, headers=h)
+            body, status = resp.content, resp.status_code
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def run_forwarder(kind: str, port: int, sim_base: str, secret: str) -> None:
+    import httpx
+
+    r = httpx.post(f"{sim_base}/contoso.example/oauth2/v2.0/token",
+                   data={"grant_type": "client_credentials", "client_id": "tether-gateway", "client_secret": secret})  # fmt: skip
+    serve(_forwarder(kind, sim_base, r.json()["access_token"]), port)
+
+
+# ---------------------------------------------------------------------- load
+
+
+async def load(
+    url: str, headers_list: list[dict[str, str]], clients: int, seconds: float
+) -> tuple[list[float], float, int]:
+    import aiohttp
+
+    rotation = itertools.cycle(headers_list)
+
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+        for _ in range(20):  # warm the pool and caches
+            async with s.get(url, headers=next(rotation)) as r:
+                await r.read()
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                async with s.get(url, headers=next(rotation)) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                lat.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return lat, len(lat) / elapsed, errors
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
+
+
+def wait(port: int, proc: mp.Process) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if not proc.is_alive():
+            raise RuntimeError("a server process died")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs (< 60 s)")
+    ap.add_argument("--no-httpx", action="store_true", help="skip the httpx forwarder")
+    ap.add_argument("--memory-audit", action="store_true", help="diagnosis: audit kept in memory (no durable write)")
+    args = ap.parse_args()
+    seconds = 2.5 if args.quick else 8.0
+    ctx = mp.get_context("spawn")
+    secret = "bench-" + secrets.token_urlsafe(24)
+    procs: list[mp.Process] = []
+    with tempfile.TemporaryDirectory() as data:
+        try:
+            sim_port, tether_port, aio_port, hx_port = free_port(), free_port(), free_port(), free_port()
+            sim_base = f"http://127.0.0.1:{sim_port}"
+            p = ctx.Process(target=run_sim, args=(sim_port, secret), daemon=True)
+            p.start()
+            procs.append(p)
+            wait(sim_port, p)
+            q = ctx.Queue()
+            p = ctx.Process(
+                target=run_tether, args=(tether_port, sim_base, data, q, secret, args.memory_audit), daemon=True
+            )
+            p.start()
+            procs.append(p)
+            tokens, enforcer_name = q.get(timeout=60)
+            wait(tether_port, p)
+            kinds = [("aiohttp", aio_port)] + ([] if args.no_httpx else [("httpx", hx_port)])
+            for kind, port in kinds:
+                p = ctx.Process(target=run_forwarder, args=(kind, port, sim_base, secret), daemon=True)
+                p.start()
+                procs.append(p)
+                wait(port, p)
+            import httpx
+
+            direct_token = httpx.post(f"{sim_base}/contoso.example/oauth2/v2.0/token", data={
+                "grant_type": "client_credentials", "client_id": "tether-gateway", "client_secret": secret}).json()["access_token"]  # fmt: skip
+            targets = [
+                ("direct to simulator", sim_base + PATH, [{"Authorization": "Bearer " + direct_token}]),
+                ("bare aiohttp forwarder", f"http://127.0.0.1:{aio_port}" + PATH, [{}]),
+            ]
+            if not args.no_httpx:
+                targets.append(("bare httpx 0.28 forwarder", f"http://127.0.0.1:{hx_port}" + PATH, [{}]))
+            targets.append(("Tether /proxy (aiohttp)", f"http://127.0.0.1:{tether_port}/proxy/m365" + PATH,
+                            [{"Authorization": "Bearer " + t} for t in tokens]))  # fmt: skip
+            results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
+            for name, url, headers in targets:
+                results[name] = {}
+                for clients in (1, 32):
+                    lat, rps, errors = asyncio.run(load(url, headers, clients, seconds))
+                    results[name][clients] = (pct(lat, 50), pct(lat, 99), rps, errors)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(5)
+    direct = results["direct to simulator"][1]
+    print(
+        f"HTTP gateway benchmark ({'quick' if args.quick else 'full'}; {seconds:.1f} s per cell; enforcer: {enforcer_name})"
+    )
+    print(
+        f"{'target':<28} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'added p50':>10} {'added p99':>10} {'errors':>7}"
+    )
+    for name, by in results.items():
+        for clients, (p50, p99, rps, errors) in by.items():
+            base = results["direct to simulator"][clients]
+            print(
+                f"{name:<28} {clients:>7} {p50:>8.3f} {p99:>8.3f} {rps:>9.0f} {p50 - base[0]:>10.3f} {p99 - base[1]:>10.3f} {errors:>7}"
+            )
+    tether = results["Tether /proxy (aiohttp)"]
+    figures = {
+        "added_p50_ms": round(tether[1][0] - direct[0], 3),
+        "added_p99_ms": round(tether[1][1] - direct[1], 3),
+        "requests_per_s_32": round(tether[32][2]),
+        "direct_requests_per_s_32": round(results["direct to simulator"][32][2]),
+        "bare_aiohttp_added_p50_ms": round(results["bare aiohttp forwarder"][1][0] - direct[0], 3),
+        "enforcer": "real" if enforcer_name.startswith("tether.") else "stand-in",
+        "durable_audit": enforcer_name.startswith("tether.") and not args.memory_audit,
+        "errors": sum(e for by in results.values() for (_, _, _, e) in by.values()),
+    }
+    if not args.no_httpx:
+        hx = results["bare httpx 0.28 forwarder"]
+        figures["bare_httpx_added_p50_ms"] = round(hx[1][0] - direct[0], 3)
+        figures["bare_httpx_requests_per_s_32"] = round(hx[32][2])
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

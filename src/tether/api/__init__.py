@@ -1,0 +1,1 @@
+"""Outer layer: the HTTP API (FastAPI), its wiring and its error rendering."""

@@ -1,0 +1,159 @@
+"""Appending to the one global chain, inside a caller's write transaction.
+
+`hash = SHA-256(prev_hash_hex_bytes || RFC 8785 JSON of the record without hash)`.
+Writers are serialised by the store: SQLite's `BEGIN IMMEDIATE` write lock, or on
+PostgreSQL a transaction-scoped advisory lock taken here. Under that lock the head is
+read once per batch, so `seq` is gap-free across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select, text
+
+from tether.audit.model import GENESIS_HASH, Event, Record
+from tether.canon import canonical
+from tether.store.schema.audit import audit_events
+from tether.types import rfc3339, utcnow
+
+#: Advisory lock key for the chain sequencer on PostgreSQL ("tether-audit" as int64).
+CHAIN_LOCK_KEY = 0x7465746865726175
+
+
+_MAX_SAFE = 2**53 - 1
+
+
+def _plain(v: Any) -> bool:
+    """True when orjson's sorted output is byte-identical to RFC 8785 for `v`.
+
+    That holds for str (same escaping: only quote, backslash and C0 controls, lower-case
+    \\u00xx), None/bool, ints within ±(2^53−1), lists/tuples of such values and dicts whose
+    keys are ASCII strings (so byte order = UTF-16 order). Floats, big ints, non-ASCII keys and
+    anything else go through the reference implementation (pinned by a property test).
+    """
+    t = type(v)
+    if t is dict:
+        for k, x in v.items():
+            if type(k) is not str or not k.isascii():
+                return False
+            tx = type(x)
+            if tx is str or x is None or tx is bool:
+                continue
+            if tx is int:
+                if -_MAX_SAFE <= x <= _MAX_SAFE:
+                    continue
+                return False
+            if not _plain(x):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(_plain(x) for x in v)
+    if t is str or v is None or t is bool:
+        return True
+    if t is int:
+        return bool(-_MAX_SAFE <= v <= _MAX_SAFE)
+    return False
+
+
+def canonical_fast(value: Any) -> bytes:
+    """RFC 8785 bytes of `value`: orjson (C) where provably identical, else the reference code."""
+    try:
+        plain = _plain(value)
+    except RecursionError:
+        plain = False
+    if plain:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return canonical(value)
+
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits → 2 characters
+
+
+def event_id() -> str:
+    """`evt_` + 26 characters of tether.types.new_id's alphabet (130 random bits), without its per-char loop."""
+    n = int.from_bytes(os.urandom(17), "big")
+    p = _PAIRS
+    return "evt_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
+
+
+_SCALAR_FIELDS = ("type", "actor", "task_id", "trace_id", "parent_id", "agent_id", "person_id", "sponsor_id", "action",
+                  "decision", "approval_id", "request_digest", "prompt_digest", "id", "ts")  # fmt: skip
+
+
+def _event_plain(ev: Event) -> bool:
+    """`_plain` for an event's body, checking only what a caller can vary (the rest is typed by Event.body)."""
+    for name in _SCALAR_FIELDS:
+        v = getattr(ev, name)
+        if v is not None and type(v) is not str:
+            return False
+    for x in ev.policy_ids:
+        if type(x) is not str:
+            return False
+    try:
+        return (
+            (ev.resource is None or _plain(ev.resource))
+            and (ev.outcome is None or _plain(ev.outcome))
+            and _plain(ev.detail)
+        )
+    except RecursionError:
+        return False
+
+
+def chain_hash(prev_hash: str, body_bytes: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + body_bytes).hexdigest()
+
+
+def head(conn: Connection) -> tuple[int, str]:
+    """The (seq, hash) at the head of the chain; (0, 64 zeros) when it is empty."""
+    row = conn.execute(
+        select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+    ).first()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+def lock_chain(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+
+
+def append(conn: Connection, events: Sequence[Event]) -> list[Record]:
+    """Chain and insert `events` in the caller's write transaction; durable when it commits.
+
+    Events without a `ts` get the batch's append time (one clock read per batch).
+    """
+    if not events:
+        return []
+    lock_chain(conn)
+    seq, prev = head(conn)
+    records: list[Record] = []
+    rows: list[tuple[Any, ...]] = []
+    now = rfc3339(utcnow())
+    sha256 = hashlib.sha256
+    for ev in events:
+        seq += 1
+        eid = ev.id or event_id()
+        ts = ev.ts or now
+        body = ev.body(seq=seq, event_id=eid, ts=ts, prev_hash=prev)
+        body_bytes = orjson.dumps(body, option=orjson.OPT_SORT_KEYS) if _event_plain(ev) else canonical(body)
+        h = sha256(prev.encode("ascii") + body_bytes).hexdigest()
+        text_body = body_bytes.decode("utf-8")
+        records.append(Record(seq, eid, ts, ev.type, text_body, prev, h))
+        rows.append((seq, eid, ts, ev.type, ev.task_id, ev.agent_id, ev.person_id, text_body, prev, h))
+        prev = h
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 10)), rows)  # one prepared executemany
+    return records
+
+
+_INSERT = (
+    "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash) VALUES ({marks})"
+)
+
+
+__all__ = ["CHAIN_LOCK_KEY", "append", "canonical_fast", "chain_hash", "event_id", "head", "lock_chain"]

@@ -1,0 +1,308 @@
+"""The audit log every context writes through: group commit, durable before it returns.
+
+    record(event) ─► queue ─► writer thread: take up to MAX_BATCH events (or what arrived
+                                 within WINDOW), one write transaction, chain.append, COMMIT
+                   ◄── future resolved with the Receipt once that commit (one fsync) is done
+
+Callers wait only for their own batch. If the transaction fails, every caller in that
+batch gets `Unavailable` and nothing of the batch is stored (one transaction); the next
+batch tries again, so writing resumes when the store returns. The writer is a thread, not
+a task, so a slow fsync never stalls the event loop the gateways run on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from tether.audit import chain
+from tether.audit.model import Event, Receipt
+from tether.errors import Unavailable
+from tether.log import get_logger
+from tether.store.db import Database
+
+log = get_logger("tether.audit")
+
+MAX_BATCH = 512
+WINDOW = 0.002  # at most this long the writer lingers for more events once it has one
+GAP = 0.0003  # …and stops lingering when none arrived for this long
+
+
+class _Job:
+    """Events to chain (and content rows to seal) in the next batch; resolved on commit."""
+
+    __slots__ = ("content", "events", "future", "loop")
+
+    def __init__(
+        self,
+        events: Sequence[Event],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        content: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        self.events = events
+        self.content = content
+        self.loop = loop
+        # an asyncio future for callers on an event loop (resolved in one hop per batch), else a thread future
+        self.future: asyncio.Future[list[Receipt]] | Future[list[Receipt]] | None = (
+            None if not events else (loop.create_future() if loop is not None else Future())
+        )
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[list[Receipt]], list[Receipt] | BaseException]]) -> None:
+    for fut, value in pairs:
+        if fut.done():
+            continue
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+
+class AuditLog:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        digest_key: bytes,
+        on_commit: Callable[[int], None] | None = None,
+        prompt_mode: str = "digest",
+        content_key: bytes | None = None,
+    ) -> None:
+        self.db = db
+        self._digest_key = digest_key
+        self.prompt_mode = prompt_mode
+        self._content_key = content_key
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[list[Receipt]], None]] = []
+
+    # ------------------------------------------------------------------ API
+
+    async def record(self, event: Event) -> Receipt:
+        return (await self.record_many([event]))[0]
+
+    async def record_many(
+        self, events: Sequence[Event], *, content: Sequence[tuple[str, dict[str, Any]]] = ()
+    ) -> list[Receipt]:
+        """Append `events` (contiguous in the chain); returns once they are durable.
+
+        `content` rows (event id, document) go to the sealed content store in the same commit.
+        """
+        job = self._submit(events, asyncio.get_running_loop(), content)
+        fut = job.future
+        assert isinstance(fut, asyncio.Future)
+        return await fut
+
+    def record_sync(self, events: Sequence[Event]) -> list[Receipt]:
+        fut = self._submit(events, None).future
+        assert isinstance(fut, Future)
+        return fut.result()
+
+    def prompt_fields(self, prompt: str) -> tuple[str, str | None]:
+        """(keyed digest, text to keep in the content store or None) per `prompt_mode`."""
+        digest = self.keyed_digest(prompt.encode())
+        if self.prompt_mode == "full":
+            return digest, prompt
+        if self.prompt_mode == "redacted":
+            from tether.audit.redact import redact
+
+            return digest, redact(prompt)
+        return digest, None
+
+    def store_content(self, event_id: str, content: dict[str, Any]) -> None:
+        """Queue `content` for the encrypted, erasable content store (sealed by the writer; not awaited)."""
+        if self._content_key is None:
+            return
+        self._ensure_thread()
+        self._queue.put(_Job((), content=[(event_id, content)]))
+
+    def keyed_digest(self, data: bytes) -> str:
+        """HMAC-SHA-256 with the audit key: for prompts and arguments (never a plain hash)."""
+        return hmac.new(self._digest_key, data, hashlib.sha256).hexdigest()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._ensure_thread()
+
+    async def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join, 10)
+        self._thread = None
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(10)
+            self._thread = None
+
+    # ------------------------------------------------------------- internals
+
+    def _submit(
+        self,
+        events: Sequence[Event],
+        loop: asyncio.AbstractEventLoop | None,
+        content: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> _Job:
+        if not events:
+            raise ValueError("nothing to record")
+        self._ensure_thread()
+        rows = list(content) if content and self._content_key is not None else None
+        job = _Job(events, loop=loop, content=rows)
+        self._queue.put(job)
+        return job
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="tether-audit-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        stopping = False
+        linger = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            count = len(first.events)
+            # Group commit: take whatever is waiting. Linger for more (up to WINDOW, while arrivals keep
+            # coming at least every GAP) only when the last batch showed concurrent callers: a lone
+            # caller never waits for company that is not coming.
+            deadline = time.monotonic() + WINDOW
+            while count < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    if not linger:
+                        break
+                    remaining = min(deadline - time.monotonic(), GAP)
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if nxt is None:
+                    stopping = True
+                    break
+                jobs.append(nxt)
+                count += len(nxt.events)
+            linger = len(jobs) > 1
+            try:
+                self._commit(jobs)
+            except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
+                with contextlib.suppress(Exception):
+                    self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"))
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        events = [e for j in jobs for e in j.events]
+        content = self._sealed([c for j in jobs if j.content for c in j.content])
+        try:
+            with self.db.write() as conn:
+                records = chain.append(conn, events)
+                if content:
+                    self._insert_content(conn, content)
+        except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
+            err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")
+            self._settle(jobs, None, err)
+            with contextlib.suppress(Exception):  # a broken log sink must not kill the writer
+                log.error("audit batch failed", events=len(events), error=type(exc).__name__)
+            return
+        receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
+        self._settle(jobs, receipts, None)
+        if not receipts:
+            return
+        if self._on_commit is not None:
+            self._on_commit(len(receipts))
+        for listener in self.listeners:
+            try:
+                listener(receipts)
+            except Exception as exc:  # noqa: BLE001 — a listener (checkpointer) must not break the writer
+                with contextlib.suppress(Exception):
+                    log.error("audit listener failed", error=repr(exc))
+
+    @staticmethod
+    def _settle(jobs: list[_Job], receipts: list[Receipt] | None, err: BaseException | None) -> None:
+        """Resolve every waiter: thread futures directly, loop futures in one hop per event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        i = 0
+        for j in jobs:
+            n = len(j.events)
+            value: list[Receipt] | BaseException = err if err is not None else receipts[i : i + n]  # type: ignore[index]
+            i += n
+            fut = j.future
+            if fut is None:
+                continue
+            if j.loop is not None:
+                by_loop.setdefault(j.loop, []).append((fut, value))
+            elif isinstance(fut, Future) and not fut.done():
+                with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                    if isinstance(value, BaseException):
+                        fut.set_exception(value)
+                    else:
+                        fut.set_result(value)
+        for loop, pairs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
+                loop.call_soon_threadsafe(_resolve, pairs)
+
+    def _sealed(self, content: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        if not content or self._content_key is None:
+            return []
+        from tether.canon import canonical
+        from tether.crypto import seal
+
+        rows: dict[str, dict[str, Any]] = {}
+        for event_id, doc in content:
+            try:
+                blob = seal(self._content_key, canonical(doc), event_id.encode())
+            except Exception as exc:  # noqa: BLE001 — content that cannot be encoded is dropped, the chain is not
+                log.error("audit content not kept", event_id=event_id, error=repr(exc))
+                continue
+            rows[event_id] = {"event_id": event_id, "blob": blob, "erased_at": None}
+        return list(rows.values())
+
+    @staticmethod
+    def _insert_content(conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Content rows in a savepoint: a duplicate id drops the content, never the batch's events."""
+        from sqlalchemy import insert
+
+        from tether.store.schema.audit import audit_content
+
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(audit_content), rows)
+        except Exception as exc:  # noqa: BLE001
+            log.error("audit content not kept", rows=len(rows), error=type(exc).__name__)
+
+
+def audit_key(master_key: bytes) -> bytes:
+    """The HMAC key for digests of personal data, derived from the master key."""
+    return hmac.new(master_key, b"tether/audit/digest", hashlib.sha256).digest()
+
+
+def content_key(master_key: bytes) -> bytes:
+    """The AES-GCM key of the erasable content store, derived from the master key."""
+    return hmac.new(master_key, b"tether/audit/content", hashlib.sha256).digest()
+
+
+__all__ = ["AuditLog", "audit_key", "content_key"]
+
+_ = Any

@@ -1,0 +1,258 @@
+"""The one enforcement step both gateways share: decide, make the decision durable, hold.
+
+    verified token ─┐
+    mapped call ────┼─► check() ─► [approval consumed?] ─► PolicyEngine.decide
+                    │                                   ─► audit tool.requested + policy.decided (durable)
+                    │                                   ─► approval_required? ApprovalService.request
+                    └─► Verdict(allowed, decision, approval_id, event ids)
+    gateway forwards only when verdict.allowed, then completed() records tool.completed.
+
+Fail closed: with no policy engine or no audit log wired, or when the audit write fails,
+`check` raises and nothing is forwarded. An approval id on a retried call is consumed
+(one conditional update, audited) before the call is decided again in full; the approval
+lifts only the forbids it recorded, so a call that changed since it was approved is
+decided on its own merits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tether.audit.model import Event
+from tether.errors import Unavailable
+from tether.types import new_id
+
+if TYPE_CHECKING:
+    from tether.policy import Decision, Resource
+    from tether.tokens import VerifiedToken
+
+
+class _Policy(Protocol):
+    def decide(self, req: Any, *, lifted_forbids: frozenset[str] = ..., breakglass: bool = ...) -> Decision: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One mapped tool or API call, as a gateway hands it over for a decision."""
+
+    token: VerifiedToken
+    action: str
+    resource: Resource
+    facts: Mapping[str, Any]
+    request_digest: str
+    summary: Mapping[str, Any]
+    gateway: str
+    upstream: str
+    prompt: str | None = None
+    approval_id: str | None = None
+    trace_id: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decision: Decision
+    allowed: bool
+    approval_id: str | None
+    request_event_id: str
+    decision_event_id: str
+    breakglass_id: str | None = None
+
+
+@dataclass
+class TaskUsage:
+    """Per-task counters policies read as `context.task.usage` (items, bytes, calls, external recipients)."""
+
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def of(self, task_id: str) -> dict[str, int]:
+        return self.counters.setdefault(task_id, {"items": 0, "bytes": 0, "calls": 0, "external_recipients": 0})
+
+    def add(self, task_id: str, **deltas: int) -> dict[str, int]:
+        usage = self.of(task_id)
+        for k, v in deltas.items():
+            usage[k] = usage.get(k, 0) + int(v)
+        return usage
+
+    def forget(self, task_id: str) -> None:
+        self.counters.pop(task_id, None)
+
+
+class Enforcer:
+    def __init__(self, *, policy: _Policy | None, audit: Any, approvals: Any = None, metrics: Any = None) -> None:
+        self.policy = policy
+        self.audit = audit
+        self.approvals = approvals
+        self.metrics = metrics
+        self.usage = TaskUsage()
+
+    def request(self, call: Call) -> Any:
+        """The DecisionRequest for a call: identity comes from the verified token only."""
+        from tether.policy import DecisionRequest
+
+        t = call.token
+        usage = dict(self.usage.of(t.task_id))
+        return DecisionRequest(
+            agent_id=t.agent_id,
+            person_id=t.person_id,
+            actors=tuple(t.actors[1:]),
+            task_id=t.task_id,
+            scopes=t.scopes,
+            action=call.action,
+            resource=call.resource,
+            facts=dict(call.facts),
+            usage=usage,
+            constraints=t.constraints,
+        )
+
+    async def check(self, call: Call) -> Verdict:
+        if self.policy is None:
+            raise Unavailable("no policy is loaded: calls are refused until one is")
+        if self.audit is None:
+            raise Unavailable("the audit log is not available: calls are refused")
+        t = call.token
+        lifted: frozenset[str] = frozenset()
+        consumed: str | None = None
+        if call.approval_id:
+            if self.approvals is None:
+                raise Unavailable("approvals are not available")
+            lifted = await self.approvals.consume(
+                call.approval_id, task_id=t.task_id, request_digest=call.request_digest
+            )
+            consumed = call.approval_id
+        breakglass = self.approvals.breakglass_for(t.agent_id, t.task_id) if self.approvals else None
+        req = self.request(call)
+        decision = self.policy.decide(req, lifted_forbids=lifted, breakglass=breakglass is not None)
+
+        prompt_digest, prompt_text = self._prompt(call.prompt)
+        requested_id, decided_id = new_id("evt"), new_id("evt")
+        common: dict[str, Any] = {
+            "actor": t.agent_id,
+            "task_id": t.task_id,
+            "trace_id": call.trace_id,
+            "agent_id": t.agent_id,
+            "person_id": t.person_id,
+            "action": call.action,
+            "resource": _resource_doc(call.resource),
+            "request_digest": call.request_digest,
+        }
+        events = [
+            Event(
+                id=requested_id,
+                type="tool.requested",
+                parent_id=call.parent_id,
+                prompt_digest=prompt_digest,
+                detail={
+                    "gateway": call.gateway,
+                    "upstream": call.upstream,
+                    "actors": list(t.actors),
+                    "prompt_source": "agent_asserted" if call.prompt is not None else None,
+                },
+                **common,
+            ),
+            Event(
+                id=decided_id,
+                type="policy.decided",
+                parent_id=requested_id,
+                decision=decision.effect.value,
+                policy_ids=tuple(decision.policy_ids),
+                approval_id=consumed,
+                detail={
+                    "decision_id": decision.id,
+                    "reasons": list(decision.reasons),
+                    "bundle": decision.bundle,
+                    "lifted": list(decision.lifted),
+                    "enforcement": call.gateway,
+                    "breakglass_id": getattr(breakglass, "id", None),
+                },
+                **common,
+            ),
+        ]
+        if breakglass is not None and decision.lifted and not consumed:
+            events.append(
+                Event(
+                    type="breakglass.used",
+                    parent_id=decided_id,
+                    detail={"breakglass_id": breakglass.id, "lifted": list(decision.lifted)},
+                    **common,
+                )
+            )
+        # The content (arguments, prompt, decision input) rides in the same commit: one fsync per call.
+        await self.audit.record_many(events, content=self._content(requested_id, call, req, prompt_text))
+        if self.metrics is not None:
+            self.metrics.decisions.labels(decision.effect.value, call.gateway).inc()
+
+        approval_id = consumed
+        from tether.policy import Effect
+
+        if decision.effect is Effect.APPROVAL_REQUIRED:
+            if self.approvals is None:
+                raise Unavailable("this call needs approval, and approvals are not available")
+            approval = await self.approvals.request(
+                decision=decision,
+                req=req,
+                token=t,
+                request_digest=call.request_digest,
+                summary=call.summary,
+                prompt=call.prompt,
+                gateway=call.gateway,
+            )
+            approval_id = approval.id
+        allowed = decision.effect is Effect.ALLOW
+        if allowed:
+            self.usage.add(t.task_id, calls=1, external_recipients=int(call.facts.get("external_recipients", 0) or 0))
+        return Verdict(decision, allowed, approval_id, requested_id, decided_id, getattr(breakglass, "id", None))
+
+    async def completed(self, call: Call, verdict: Verdict, *, outcome: Mapping[str, Any]) -> None:
+        """Record the outcome of a forwarded call (status, size, latency) and count usage."""
+        t = call.token
+        self.usage.add(t.task_id, items=int(outcome.get("items", 0) or 0), bytes=int(outcome.get("bytes", 0) or 0))
+        await self.audit.record(
+            Event(
+                type="tool.completed",
+                actor=t.agent_id,
+                task_id=t.task_id,
+                trace_id=call.trace_id,
+                parent_id=verdict.decision_event_id,
+                agent_id=t.agent_id,
+                person_id=t.person_id,
+                action=call.action,
+                resource=_resource_doc(call.resource),
+                request_digest=call.request_digest,
+                decision=verdict.decision.effect.value,
+                approval_id=verdict.approval_id,
+                outcome=dict(outcome),
+            )
+        )
+
+    async def record(self, event: Event) -> None:
+        """Gateways' own security events (leak blocked, budget exceeded, pin changed)."""
+        if self.audit is None:
+            raise Unavailable("the audit log is not available")
+        await self.audit.record(event)
+
+    def _prompt(self, prompt: str | None) -> tuple[str | None, str | None]:
+        if prompt is None:
+            return None, None
+        fields = getattr(self.audit, "prompt_fields", None)
+        if fields is not None:
+            digest, text = fields(prompt)
+            return digest, text
+        return self.audit.keyed_digest(prompt.encode()), None
+
+    def _content(
+        self, event_id: str, call: Call, req: Any, prompt_text: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Arguments (redacted), prompt and the full decision input, for the erasable content store."""
+        from tether.policy import decision_input
+
+        return [(event_id, {"summary": dict(call.summary), "prompt": prompt_text, "input": decision_input(req)})]
+
+
+def _resource_doc(r: Resource) -> dict[str, Any]:
+    return {"type": r.type, "id": r.id, "system": r.system, "sensitivity": r.sensitivity, "owner": r.owner}
+
+
+__all__ = ["Call", "Enforcer", "TaskUsage", "Verdict"]

@@ -1,0 +1,76 @@
+"""Response scanning for injected credentials (raw, base64, URL-encoded), over a rolling window.
+
+`LeakScanner.feed(chunk)` returns the bytes that are safe to send: it holds back the last
+`longest needle - 1` bytes, so a secret split across chunks is still seen whole before any
+of it leaves. Needles cover the secret as is, percent-encoded (both forms), JSON-escaped,
+and base64 (standard and URL-safe) at each of the three byte alignments it can take inside
+a longer base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+MIN_SECRET = 8  # shorter values would match by chance; providers' secrets are far longer
+
+
+@functools.lru_cache(maxsize=4096)
+def _needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    out: set[bytes] = set()
+    for s in secrets:
+        if len(s) < MIN_SECRET:
+            continue
+        raw = s.encode()
+        out.update({raw, quote(s, safe="").encode(), quote_plus(s).encode(), json.dumps(s)[1:-1].encode()})
+        for pad in range(3):
+            for enc in (base64.b64encode, base64.urlsafe_b64encode):
+                b = enc(b"\0" * pad + raw).rstrip(b"=")
+                # drop the characters that mix in the neighbouring bytes
+                head = {0: 0, 1: 2, 2: 3}[pad]
+                tail = len(b) - 1 if (pad + len(raw)) % 3 else len(b)
+                core = b[head:tail]
+                if len(core) >= MIN_SECRET:
+                    out.add(core)
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def needles(secrets: Iterable[str]) -> tuple[bytes, ...]:
+    """Every form of the secrets to look for (cached: providers hand out the same values for a while)."""
+    return _needles(tuple(sorted(set(secrets))))
+
+
+class LeakScanner:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.needles = needles(secrets)
+        self.keep = max((len(n) for n in self.needles), default=1) - 1
+        self._tail = b""
+        self.hit = False
+
+    def contains(self, data: bytes) -> bool:
+        return any(n in data for n in self.needles)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes safe to send now; sets `hit` (and returns b"") when a needle is found."""
+        if not self.needles:
+            return chunk
+        window = self._tail + chunk
+        if self.contains(window):
+            self.hit = True
+            return b""
+        if len(window) <= self.keep:
+            self._tail = window
+            return b""
+        cut = len(window) - self.keep
+        self._tail = window[cut:]
+        return window[:cut]
+
+    def flush(self) -> bytes:
+        rest, self._tail = self._tail, b""
+        return rest
+
+
+__all__ = ["LeakScanner", "needles"]

@@ -1,0 +1,117 @@
+"""Engine set-up for both backends and the two kinds of transaction the contexts use.
+
+SQLite runs in WAL mode with `synchronous=FULL` (a committed audit record survives power
+loss). Write transactions on SQLite start with `BEGIN IMMEDIATE`, so a read-then-write
+(the audit chain head, a conditional state change) is serialised across processes; on
+PostgreSQL the audit chain takes an advisory lock instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from tether.errors import Unavailable
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (deferred on SQLite)."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, serialised with every other writer on SQLite."""
+        try:
+            with self.engine.connect().execution_options(tether_immediate=True) as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("tether_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def null_pool_engine(url: str) -> Engine:
+    """An engine without pooling, for migrations and one-shot CLI work."""
+    return create_engine(url, poolclass=NullPool, future=True)
+
+
+R = TypeVar("R")
+
+
+class RepoStore(Generic[R]):
+    """A context's repository, one transaction at a time: `read()` or serialised `write()`."""
+
+    def __init__(self, db: Database, repo: Callable[[Connection], R]) -> None:
+        self.db = db
+        self._repo = repo
+
+    @contextmanager
+    def read(self) -> Iterator[R]:
+        with self.db.read() as conn:
+            yield self._repo(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[R]:
+        with self.db.write() as conn:
+            yield self._repo(conn)
+
+
+__all__ = ["Database", "RepoStore", "null_pool_engine"]

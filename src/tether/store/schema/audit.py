@@ -1,0 +1,56 @@
+"""The audit chain table: one row per event, `seq` gap-free, `body` the exact hashed bytes."""
+
+from sqlalchemy import Column, Index, LargeBinary, String, Table, Text
+
+from tether.store.schema._meta import BigInt, metadata
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInt, primary_key=True, autoincrement=False),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("ts", String(32), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("task_id", String(40)),
+    Column("agent_id", String(40)),
+    Column("person_id", String(40)),
+    Column("body", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_task_id", "task_id"),
+    Index("ix_audit_events_agent_id", "agent_id"),
+    Index("ix_audit_events_person_id", "person_id"),
+    Index("ix_audit_events_type", "type"),
+)
+
+#: Signed checkpoints of the chain head: `jws` is EdDSA over RFC 8785 {chain_id, seq, hash, ts}.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInt, primary_key=True, autoincrement=False),
+    Column("chain_id", String(40), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("ts", String(32), nullable=False),
+    Column("kid", String(40), nullable=False),
+    Column("jws", Text, nullable=False),
+)
+
+#: The audit signing key (one row): Ed25519 private key sealed under a master-derived key.
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("kid", String(40), primary_key=True),
+    Column("chain_id", String(40), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("sealed_private", LargeBinary, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+#: Erasable content of events (prompt text, redacted arguments, decision input), AES-GCM sealed.
+audit_content = Table(
+    "audit_content",
+    metadata,
+    Column("event_id", String(40), primary_key=True),
+    Column("blob", LargeBinary),
+    Column("erased_at", String(32)),
+)

@@ -1,0 +1,64 @@
+"""Identifiers and small value helpers shared by every context."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import NewType
+
+PersonId = NewType("PersonId", str)
+AgentId = NewType("AgentId", str)
+DelegationId = NewType("DelegationId", str)
+TaskId = NewType("TaskId", str)
+EventId = NewType("EventId", str)
+DecisionId = NewType("DecisionId", str)
+ApprovalId = NewType("ApprovalId", str)
+
+#: id prefixes, so an id says what it names (`agt_…` is an agent).
+PREFIXES = {
+    "person": "per",
+    "agent": "agt",
+    "delegation": "dlg",
+    "task": "tsk",
+    "event": "evt",
+    "decision": "dec",
+    "approval": "apr",
+    "token": "tok",
+    "breakglass": "brk",
+}
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits)."""
+    raw = secrets.token_bytes(17)
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    n = int.from_bytes(raw, "big")
+    chars = []
+    for _ in range(26):
+        n, r = divmod(n, 32)
+        chars.append(alphabet[r])
+    return f"{prefix}_{''.join(chars)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(ts: datetime) -> str:
+    """RFC 3339 UTC with microseconds, as the audit contract fixes it."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+__all__ = [
+    "PREFIXES",
+    "AgentId",
+    "ApprovalId",
+    "DecisionId",
+    "DelegationId",
+    "EventId",
+    "PersonId",
+    "TaskId",
+    "new_id",
+    "rfc3339",
+    "utcnow",
+]

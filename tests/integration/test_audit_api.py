@@ -1,0 +1,235 @@
+"""/v1/audit (query, verify, checkpoints, content), start-up recovery, export and the audit CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from tether.api.app import create_app
+from tether.api.wiring import Services, build_services
+from tether.audit.model import Event
+from tether.audit.query import erase_content, export_jsonl, export_ocsf, query, read_content, recover
+from tether.cli.main import app as cli
+from tether.config import Settings
+from tether.identity.model import Role
+from tether.store.schema.audit import audit_events
+
+runner = CliRunner()
+
+
+def _bearer(services: Services, role: Role) -> dict[str, str]:
+    p = services.identity.create_person(
+        "system", email=f"{role.value}@example.com", name=role.value, roles=[role.value]
+    )
+    return {"Authorization": f"Bearer {services.admin_tokens.issue(p.id, role)}"}
+
+
+def _story(services: Services, task: str = "tsk_a") -> list[str]:
+    """task.started → tool.requested → policy.decided → tool.completed, linked by parent_id."""
+    assert services.audit is not None
+    ids = ["evt_s" + task[4:], "evt_r" + task[4:], "evt_d" + task[4:], "evt_c" + task[4:]]
+    common = {"task_id": task, "agent_id": "agt_1", "person_id": "prs_1", "actor": "agt_1"}
+    services.audit.record_sync(
+        [
+            Event(id=ids[0], type="task.started", **common),  # type: ignore[arg-type]
+            Event(id=ids[1], type="tool.requested", parent_id=ids[0], action="mail:send", **common),  # type: ignore[arg-type]
+            Event(id=ids[2], type="policy.decided", parent_id=ids[1], decision="allow", **common),  # type: ignore[arg-type]
+            Event(id=ids[3], type="tool.completed", parent_id=ids[2], outcome={"status": 200}, **common),  # type: ignore[arg-type]
+        ]
+    )
+    return ids
+
+
+def test_auditor_queries_verifies_and_lists_checkpoints(services: Services) -> None:
+    """An auditor filters by task with pagination, verifies the chain, and reads signed checkpoints."""
+    _story(services, "tsk_a")
+    _story(services, "tsk_b")
+    services.extras["checkpointer"].checkpoint()
+    h = _bearer(services, Role.AUDITOR)
+    with TestClient(create_app(services)) as c:
+        r = c.get("/v1/audit", params={"task_id": "tsk_a", "limit": 3}, headers=h)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert [e["type"] for e in page["items"]] == ["task.started", "tool.requested", "policy.decided"]
+        r2 = c.get("/v1/audit", params={"task_id": "tsk_a", "after": page["next_cursor"]}, headers=h).json()
+        assert [e["type"] for e in r2["items"]] == ["tool.completed"]
+        assert r2["next_cursor"] is None
+        types = c.get("/v1/audit", params={"type": "policy.decided"}, headers=h).json()["items"]
+        assert {e["task_id"] for e in types} == {"tsk_a", "tsk_b"}
+        v = c.get("/v1/audit/verify", headers=h).json()
+        assert v["ok"] is True
+        assert v["checkpoints"] == 1
+        cps = c.get("/v1/audit/checkpoints", headers=h).json()
+        assert cps["public_key"]["crv"] == "Ed25519"
+        assert 8 <= cps["items"][0]["seq"] <= v["head_seq"]
+
+
+def test_verify_endpoint_reports_tamper(services: Services) -> None:
+    """After an edit in the database, /v1/audit/verify answers ok=false with the first bad seq."""
+    _story(services)
+    with services.db.write() as conn:
+        conn.execute(update(audit_events).where(audit_events.c.type == "policy.decided").values(type="policy.x"))
+    with TestClient(create_app(services)) as c:
+        v = c.get("/v1/audit/verify", headers=_bearer(services, Role.AUDITOR)).json()
+    assert (v["ok"], v["kind"]) == (False, "edited")
+    assert v["first_bad_seq"] is not None
+
+
+def test_approver_may_not_read_the_audit_log(services: Services) -> None:
+    """Only auditors and admins read the chain; an approver gets 403, no token 401."""
+    with TestClient(create_app(services)) as c:
+        assert c.get("/v1/audit", headers=_bearer(services, Role.APPROVER)).status_code == 403
+        assert c.get("/v1/audit/verify").status_code == 401
+
+
+async def test_content_is_sealed_readable_by_auditors_and_erasable(services: Services) -> None:
+    """Content kept for an event is encrypted at rest, readable by an auditor, and erasure keeps the chain valid."""
+    assert services.audit is not None
+    rec = await services.audit.record(
+        Event(type="tool.requested", task_id="tsk_c", agent_id="agt_1", person_id="prs_1")
+    )
+    services.audit.store_content(rec.id, {"prompt": "send the Q3 numbers to bob", "summary": {"to": "bob"}})
+    await services.audit.record(Event(type="task.ended", task_id="tsk_c"))  # the content rode a batch: committed now
+    from sqlalchemy import select
+
+    from tether.store.schema.audit import audit_content
+
+    with services.db.read() as conn:
+        blob = conn.execute(select(audit_content.c.blob)).scalar_one()
+    assert b"Q3 numbers" not in bytes(blob)
+    h = _bearer(services, Role.AUDITOR)
+    with TestClient(create_app(services)) as c:
+        r = c.get(f"/v1/audit/{rec.id}/content", headers=h).json()
+        assert r["content"]["prompt"] == "send the Q3 numbers to bob"
+        erase_content(services.db, rec.id, actor="prs_dpo")
+        r = c.get(f"/v1/audit/{rec.id}/content", headers=h).json()
+        assert (r["erased"], r["content"]) == (True, None)
+        assert c.get("/v1/audit/verify", headers=h).json()["ok"] is True
+    erased = query(services.db, type="audit.content_erased")[0]
+    assert erased[0]["detail"]["event_id"] == rec.id
+
+
+def test_content_bound_to_its_event_cannot_be_moved(services: Services) -> None:
+    """An attacker copies one event's sealed content onto another event id: it no longer opens."""
+    from tether.crypto import SecretUnreadable, seal
+    from tether.store.schema.audit import audit_content
+
+    key = services.extras["audit_content_key"]
+    with services.db.write() as conn:
+        conn.execute(audit_content.insert().values(event_id="evt_b", blob=seal(key, b'{"x":1}', b"evt_a")))
+    with pytest.raises(SecretUnreadable):
+        read_content(services.db, key, "evt_b")
+
+
+def test_prompt_modes(services: Services) -> None:
+    """digest keeps no text; full keeps it; redacted strips secrets but keeps the rest."""
+    log = services.audit
+    assert log is not None
+    d, t = log.prompt_fields("hello")
+    assert t is None
+    assert d == log.keyed_digest(b"hello")
+    log.prompt_mode = "full"
+    assert log.prompt_fields("hello")[1] == "hello"
+    log.prompt_mode = "redacted"
+    _, t = log.prompt_fields("pay with 4111 1111 1111 1111 password=hunter2 please")
+    assert t is not None
+    assert "4111" not in t
+    assert "hunter2" not in t
+    assert "please" in t
+
+
+def test_recovery_marks_allowed_calls_without_outcome_unknown(services: Services) -> None:
+    """An allowed call whose process died before tool.completed gets outcome unknown at start-up, once."""
+    assert services.audit is not None
+    _story(services, "tsk_done")
+    services.audit.record_sync(
+        [Event(id="evt_lost", type="policy.decided", decision="allow", task_id="tsk_x", agent_id="agt_1"),
+         Event(id="evt_denied", type="policy.decided", decision="deny", task_id="tsk_x")]
+    )  # fmt: skip
+    assert recover(services.db) == 1
+    done = query(services.db, type="tool.completed", task_id="tsk_x")[0]
+    assert [(e["parent_id"], e["outcome"]) for e in done] == [("evt_lost", {"status": "unknown"})]
+    assert recover(services.db) == 0  # the marker bounds the next scan
+
+
+def test_export_jsonl_and_ocsf(services: Services) -> None:
+    """JSON Lines carry every record with its hash and the checkpoints; OCSF lines are API Activity (6003)."""
+    _story(services)
+    services.extras["checkpointer"].checkpoint()
+    lines = [json.loads(x) for x in export_jsonl(services.db)]
+    records = [x["record"] for x in lines if "record" in x]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert all(len(r["hash"]) == 64 for r in records)
+    assert "checkpoint" in lines[-1]
+    ocsf = [json.loads(x) for x in export_ocsf(services.db)]
+    assert {o["class_uid"] for o in ocsf} == {6003}
+    done = next(o for o in ocsf if o["message"] == "tool.completed")
+    assert done["actor"]["user"]["uid"] == "prs_1"
+    assert done["actor"]["app_uid"] == "agt_1"
+    assert list(export_ocsf(services.db, since="2999-01-01T00:00:00Z")) == []
+
+
+def test_cli_verify_show_export_erase(tmp_path: Path) -> None:
+    """tether audit verify exits 0 then 1 naming the seq; show prints the tree; export streams; erase works."""
+    d = str(tmp_path / "data")
+    assert runner.invoke(cli, ["init", "--data-dir", d, "--json"]).exit_code == 0
+    svc = build_services(Settings(data_dir=tmp_path / "data"), migrate=False)
+    try:
+        ids = _story(svc, "tsk_cli")
+        assert svc.audit is not None
+        svc.audit.store_content(ids[1], {"prompt": "p"})
+        svc.audit.record_sync([Event(type="task.ended", task_id="tsk_cli")])
+    finally:
+        svc.close()
+    r = runner.invoke(cli, ["audit", "verify", "--data-dir", d])
+    assert r.exit_code == 0, r.output
+    assert "intact" in r.output
+    r = runner.invoke(cli, ["audit", "show", "--task", "tsk_cli", "--data-dir", d])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if "." in ln and "#" in ln]
+    assert ["tool.completed" in lines[-2], "task.started" in lines[0]] == [True, True]
+    r = runner.invoke(cli, ["audit", "export", "--format", "ocsf", "--data-dir", d])
+    assert r.exit_code == 0
+    assert all(json.loads(x)["class_uid"] == 6003 for x in r.output.splitlines())
+    r = runner.invoke(cli, ["audit", "erase", ids[1], "--data-dir", d])
+    assert r.exit_code == 0, r.output
+    svc = build_services(Settings(data_dir=tmp_path / "data"), migrate=False)
+    try:
+        with svc.db.write() as conn:
+            conn.execute(update(audit_events).where(audit_events.c.seq == 3).values(ts="2020-01-01T00:00:00.000000Z"))
+    finally:
+        svc.close()
+    r = runner.invoke(cli, ["audit", "verify", "--data-dir", d])
+    assert r.exit_code == 1
+    assert "first bad seq 3" in r.output
+
+
+def test_master_key_rotation_keeps_the_audit_key_and_content(tmp_path: Path) -> None:
+    """tether credentials rotate-master re-seals the audit signing key and content: both open afterwards."""
+    d = str(tmp_path / "data")
+    assert runner.invoke(cli, ["init", "--data-dir", d, "--json"]).exit_code == 0
+    svc = build_services(Settings(data_dir=tmp_path / "data"), migrate=False)
+    try:
+        assert svc.audit is not None
+        rec = svc.audit.record_sync([Event(type="tool.requested", task_id="tsk_m")])[0]
+        svc.audit.store_content(rec.id, {"prompt": "kept"})
+        svc.audit.record_sync([Event(type="task.ended", task_id="tsk_m")])
+        svc.extras["checkpointer"].checkpoint()
+        kid = svc.extras["audit_key"].kid
+    finally:
+        svc.close()
+    r = runner.invoke(cli, ["credentials", "rotate-master", "--data-dir", d])
+    assert r.exit_code == 0, r.output
+    svc = build_services(Settings(data_dir=tmp_path / "data"), migrate=False)
+    try:
+        assert "audit_key_error" not in svc.extras
+        assert svc.extras["audit_key"].kid == kid
+        assert read_content(svc.db, svc.extras["audit_content_key"], rec.id) == {"prompt": "kept"}
+    finally:
+        svc.close()
+    assert runner.invoke(cli, ["audit", "verify", "--data-dir", d]).exit_code == 0

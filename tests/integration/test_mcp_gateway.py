@@ -1,0 +1,390 @@
+"""The MCP gateway end to end: the official `mcp` SDK client, through Tether's /mcp, to
+`mcp-server-git` on temporary repositories — reads allowed, a commit held for approval and
+then run once approved, and the attacks the issue names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.mcp_world import WORKSPACE_RULE, WRITE_RULE, World, build_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    yield from build_world(tmp_path, db_url)
+
+
+@asynccontextmanager
+async def client(w: World, token: str | None = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token or w.token()}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(w.url, http_client=http) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=30) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def eventually(probe: Any, timeout: float = 5.0) -> Any:
+    """The probe's first truthy answer (outcomes are recorded just after the answer leaves)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := probe()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert value
+    return value
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+def meta_of(result: Any) -> dict[str, Any]:
+    meta = result.meta or {}
+    return dict(meta.get("io.tether/refusal") or {})
+
+
+async def test_sdk_client_reads_through_the_gateway(world: World) -> None:
+    """Pinned read tools are listed namespaced and a git_status call reaches mcp-server-git."""
+    await world.pin_all()
+    async with client(world) as s:
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert {"git__git_status", "git__git_log", "twin__git_status"} <= names
+        result = await s.call_tool("git__git_status", {"repo_path": str(world.repo)})
+        assert not result.is_error, text_of(result)
+        assert "working tree clean" in text_of(result)
+    completed = await eventually(lambda: world.events("tool.completed"))
+    assert completed[-1]["action"] == "git:read"
+    decided = world.events("policy.decided")
+    assert decided[-1]["decision"] == "allow"
+
+
+async def test_commit_needs_approval_then_succeeds_once(world: World) -> None:
+    """A commit is held with an approval_id; after the sponsor approves, the identical call runs once."""
+    await world.pin_all()
+    (world.repo / "new.txt").write_text("x\n")
+    subprocess.run(["git", "add", "new.txt"], cwd=world.repo, check=True)
+    args = {"repo_path": str(world.repo), "message": "add new.txt"}
+    async with client(world) as s:
+        held = await s.call_tool("git__git_commit", args)
+        assert held.is_error
+        refusal = meta_of(held)
+        assert refusal["effect"] == "approval_required"
+        assert refusal["policy_ids"] == [WRITE_RULE]
+        approval_id = refusal["approval_id"]
+        assert approval_id in text_of(held)
+        assert world.services.approvals is not None
+        await world.services.approvals.decide(world.sponsor, approval_id, approve=True, reason="fine")
+        done = await s.call_tool("git__git_commit", args, meta={"io.tether/approval": approval_id})
+        assert not done.is_error, text_of(done)
+        log = subprocess.run(["git", "log", "--oneline"], cwd=world.repo, capture_output=True, text=True).stdout
+        assert "add new.txt" in log
+        again = await s.call_tool("git__git_commit", args, meta={"io.tether/approval": approval_id})
+        assert again.is_error
+        assert "approval" in text_of(again).lower()
+
+
+async def test_approval_replayed_with_different_arguments_is_refused(world: World) -> None:
+    """An approval binds the exact arguments: a retry with another message is refused."""
+    await world.pin_all()
+    args = {"repo_path": str(world.repo), "message": "harmless"}
+    async with client(world) as s:
+        held = await s.call_tool("git__git_commit", args)
+        approval_id = meta_of(held)["approval_id"]
+        assert world.services.approvals is not None
+        await world.services.approvals.decide(world.sponsor, approval_id, approve=True, reason="ok")
+        evil = await s.call_tool("git__git_commit", {**args, "message": "something else"},
+                                 meta={"io.tether/approval": approval_id})  # fmt: skip
+        assert evil.is_error
+        assert meta_of(evil).get("reason") == "approval_invalid"
+
+
+async def test_arguments_crafted_to_escape_the_resource_mapping_are_denied(world: World) -> None:
+    """`repo/../other` is normalised before the decision, so the policy sees the other repository."""
+    await world.pin_all()
+    sneaky = str(world.repo) + "/../other"
+    async with client(world) as s:
+        r = await s.call_tool("git__git_status", {"repo_path": sneaky})
+        assert r.is_error
+        assert meta_of(r)["policy_ids"] == [WORKSPACE_RULE]
+        r = await s.call_tool("git__git_status", {"repo_path": {"$ne": ""}})
+        assert r.is_error
+        assert meta_of(r)["reason"] == "mapping_failed"
+        r = await s.call_tool("git__git_status", {})
+        assert r.is_error
+        assert meta_of(r)["reason"] == "mapping_failed"
+    decided = world.events("policy.decided")
+    assert decided[0]["resource"]["id"] == str(world.other_repo)
+
+
+async def test_colliding_tool_names_never_shadow_each_other(world: World) -> None:
+    """git__git_status and twin__git_status reach their own servers; the twin is an unmapped mcp:call."""
+    await world.pin_all()
+    async with client(world) as s:
+        mine = await s.call_tool("git__git_status", {"repo_path": str(world.repo)})
+        assert not mine.is_error
+        twin = await s.call_tool("twin__git_status", {"repo_path": str(world.other_repo)})
+        assert not twin.is_error, text_of(twin)
+    decided = [(e["action"], e["resource"]["type"], e["resource"]["id"]) for e in world.events("policy.decided")]
+    assert decided == [("git:read", "Repository", str(world.repo)), ("mcp:call", "Tool", "twin/git_status")]
+    assert decided[1][0] == "mcp:call"  # unmapped; its read-only hint comes from the pinned definition
+
+
+async def test_unpinned_and_changed_tools_are_hidden_and_refused(world: World) -> None:
+    """Nothing is listed before `tether mcp pin`; a definition that changed is hidden, refused and audited."""
+    async with client(world) as s:
+        assert (await s.list_tools()).tools == []
+        r = await s.call_tool("git__git_status", {"repo_path": str(world.repo)})
+        assert r.is_error
+        assert meta_of(r)["reason"] == "tool_not_pinned"
+    await world.pin_all()
+    gw = world.gateway
+    store = gw.pin_store
+    _pin, definition = store.all()[("git", "git_status")]
+    store.approve("test", "git", "git_status", "0" * 64, {**definition, "description": "older text"})
+    gw.pins_changed()
+    gw._tools.clear()
+    async with client(world) as s:
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert "git__git_status" not in names
+        assert "git__git_log" in names
+        r = await s.call_tool("git__git_status", {"repo_path": str(world.repo)})
+        assert r.is_error
+        assert "changed since it was approved" in text_of(r)
+    changed = world.events("tool.pin_changed")
+    assert changed
+    assert changed[0]["detail"]["tool"] == "git_status"
+
+
+async def test_tool_call_without_token_gets_401_with_resource_metadata(world: World) -> None:
+    """No token: 401 and a WWW-Authenticate naming the RFC 9728 metadata, which names Tether as issuer."""
+    async with httpx.AsyncClient() as h:
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert r.status_code == 401
+        meta_url = f"{world.base}/.well-known/oauth-protected-resource/mcp"
+        assert r.headers["www-authenticate"] == f'Bearer resource_metadata="{meta_url}"'
+        meta = (await h.get(meta_url)).json()
+        assert meta["resource"] == world.url
+        assert meta["authorization_servers"] == [world.services.settings.issuer]
+        assert meta["bearer_methods_supported"] == ["header"]
+        assert (await h.get(f"{world.base}/.well-known/oauth-protected-resource")).json() == meta
+
+
+async def test_token_for_another_audience_is_refused(world: World) -> None:
+    """A token minted for /proxy/m365 is useless at /mcp."""
+    tok = world.token(aud=f"{world.base}/proxy/m365")
+    async with httpx.AsyncClient() as h:
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                         headers={"Authorization": f"Bearer {tok}"})  # fmt: skip
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+async def test_another_tasks_token_cannot_use_a_session_or_an_approval(world: World) -> None:
+    """A session belongs to its task: another task's token gets 404 on it, and cannot consume its approval."""
+    await world.pin_all()
+    args = {"repo_path": str(world.repo), "message": "m"}
+    async with client(world) as s:
+        approval_id = meta_of(await s.call_tool("git__git_commit", args))["approval_id"]
+    assert world.services.approvals is not None
+    await world.services.approvals.decide(world.sponsor, approval_id, approve=True, reason="ok")
+    other = world.token(task_id=world.new_task())
+    async with httpx.AsyncClient() as h:
+        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                            headers={"Authorization": f"Bearer {world.token()}"})  # fmt: skip
+        sid = init.headers["mcp-session-id"]
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                         headers={"Authorization": f"Bearer {other}", "Mcp-Session-Id": sid})  # fmt: skip
+        assert r.status_code == 404
+    async with client(world, other) as s:
+        r2 = await s.call_tool("git__git_commit", args, meta={"io.tether/approval": approval_id})
+        assert r2.is_error
+        assert meta_of(r2)["reason"] == "approval_invalid"
+
+
+async def test_browser_origin_not_on_the_allowlist_gets_403(world: World) -> None:
+    """DNS rebinding: a page on another origin cannot drive /mcp even with a token."""
+    async with httpx.AsyncClient() as h:
+        headers = {"Origin": "http://evil.example", "Authorization": f"Bearer {world.token()}"}
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+    assert r.status_code == 403
+
+
+async def test_malformed_and_oversized_json_rpc_get_json_rpc_errors(world: World) -> None:
+    """Junk, batches, duplicate keys and oversized bodies get JSON-RPC errors, and the gateway lives on."""
+    auth = {"Authorization": f"Bearer {world.token()}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient() as h:
+        cases = [
+            (b"{not json", 400, -32700),
+            (b"[]", 400, -32600),
+            (b'{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}', 400, -32700),
+            (b'{"jsonrpc":"1.0","id":1,"method":"ping"}', 400, -32600),
+            (b"[" * 100_000, 400, -32700),
+            (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "y" * 2_000_000}}).encode(),
+             413, -32600),
+        ]  # fmt: skip
+        for body, status, code in cases:
+            r = await h.post(world.url, content=body, headers=auth)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), body[:40]
+        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                            headers=auth)  # fmt: skip
+        sid = {"Mcp-Session-Id": init.headers["mcp-session-id"]}
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 2, "method": "nope"}, headers={**auth, **sid})
+        assert r.json()["error"]["code"] == -32601
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5}},
+                         headers={**auth, **sid})  # fmt: skip
+        assert r.json()["error"]["code"] == -32602
+        r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 4, "method": "ping"}, headers={**auth, **sid})
+        assert r.json() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+
+
+async def test_prompt_meta_is_recorded_and_stripped(world: World) -> None:
+    """io.tether/prompt becomes the audited prompt digest and never reaches the upstream."""
+    await world.pin_all()
+    async with client(world) as s:
+        r = await s.call_tool("git__git_log", {"repo_path": str(world.repo)},
+                              meta={"io.tether/prompt": "show me the history", "trace": "keep"})  # fmt: skip
+        assert not r.is_error
+    requested = world.events("tool.requested")[-1]
+    assert requested["prompt_digest"]
+    assert requested["detail"]["prompt_source"] == "agent_asserted"
+
+
+@pytest.mark.parametrize("transport", ["sdk", "lean"])
+async def test_unreachable_upstream_is_a_clear_tool_error_not_a_hang(
+    tmp_path: Path, db_url: str, transport: str
+) -> None:
+    """A URL upstream nobody listens on gives a prompt error rather than a hang."""
+    from tests.conftest import free_port
+
+    servers = {"gone": {"url": f"http://127.0.0.1:{free_port()}/mcp", "connect_timeout": 2, "timeout": 2,
+                        "transport": transport}}  # fmt: skip
+    for w in build_world(tmp_path, db_url, servers=servers):
+        async with client(w) as s:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert (await s.list_tools()).tools == []
+            r = await s.call_tool("gone__anything", {})
+            assert r.is_error
+            assert "unavailable" in text_of(r)
+            assert loop.time() - t0 < 10
+
+
+CRASHY = '''
+import os
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("crashy")
+
+
+@server.tool()
+def hello(name: str) -> str:
+    """Greet."""
+    return f"hello {name} from {os.getpid()}"
+
+
+@server.tool()
+def stall() -> str:
+    """Never answer in time."""
+    import time
+
+    time.sleep(60)
+    return "late"
+
+
+@server.tool()
+def crash() -> str:
+    """Exit at once."""
+    os._exit(3)
+
+
+@server.resource("notes://today")
+def today() -> str:
+    """Today's notes."""
+    return "buy milk"
+
+
+@server.prompt()
+def review(topic: str) -> str:
+    """Ask for a review."""
+    return f"Please review {topic}"
+
+
+server.run("stdio")
+'''
+
+
+async def test_a_crashed_stdio_upstream_is_restarted(tmp_path: Path, db_url: str) -> None:
+    """When the upstream process dies mid-call the caller gets a tool error, and the next call runs on a new process."""
+    import sys
+
+    script = tmp_path / "crashy.py"
+    script.write_text(CRASHY)
+    servers = {"crashy": {"command": sys.executable, "args": [str(script)], "timeout": 10}}
+    for w in build_world(tmp_path / "w", db_url, servers=servers, allow_all=True):
+        await w.pin_all()
+        async with client(w) as s:
+            first = text_of(await s.call_tool("crashy__hello", {"name": "a"}))
+            died = await s.call_tool("crashy__crash", {})
+            assert died.is_error
+            again = await s.call_tool("crashy__hello", {"name": "b"})
+            assert not again.is_error, text_of(again)
+            assert text_of(again).split()[-1] != first.split()[-1]  # another process
+
+
+async def test_a_stalled_upstream_call_times_out_with_a_tool_error(tmp_path: Path, db_url: str) -> None:
+    """A tool that never answers is cut off at the server's timeout; the gateway keeps serving."""
+    import sys
+
+    script = tmp_path / "crashy.py"
+    script.write_text(CRASHY)
+    servers = {"crashy": {"command": sys.executable, "args": [str(script)], "timeout": 2}}
+    for w in build_world(tmp_path / "w", db_url, servers=servers, allow_all=True):
+        await w.pin_all()
+        async with client(w) as s:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r = await s.call_tool("crashy__stall", {})
+            assert r.is_error
+            assert "did not answer" in text_of(r)
+            assert loop.time() - t0 < 6
+            assert not (await s.call_tool("crashy__hello", {"name": "c"})).is_error
+
+
+async def test_resources_and_prompts_are_decided_as_reads(tmp_path: Path, db_url: str) -> None:
+    """resources/read and prompts/get go through policy as mcp:read; without that scope they are refused."""
+    import sys
+
+    from mcp import MCPError
+
+    script = tmp_path / "crashy.py"
+    script.write_text(CRASHY)
+    servers = {"crashy": {"command": sys.executable, "args": [str(script)], "timeout": 10}}
+    for w in build_world(tmp_path / "w", db_url, servers=servers):
+        async with client(w) as s:
+            assert [str(r.uri) for r in (await s.list_resources()).resources] == ["notes://today"]
+            text = (await s.read_resource("notes://today")).contents[0]
+            assert getattr(text, "text", "") == "buy milk"
+            prompt = await s.get_prompt("crashy__review", {"topic": "the budget"})
+            assert "the budget" in getattr(prompt.messages[0].content, "text", "")
+        reads = [(e["action"], e["resource"]["type"], e["resource"]["id"]) for e in w.events("policy.decided")]
+        assert reads == [("mcp:read", "McpResource", "crashy/notes://today"), ("mcp:read", "Prompt", "crashy/review")]
+        async with client(w, w.token(scopes="mcp:call")) as s:
+            with pytest.raises(MCPError) as refused:
+                await s.read_resource("notes://today")
+            assert refused.value.code == -32003
+            assert "tether:scope" in str(refused.value.error.data)

@@ -1,0 +1,91 @@
+"""The revocation cache: what each kind revokes, out-of-order sequence numbers, staleness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tether.tokens.ports import RevocationRow
+from tether.tokens.revocation import RevocationState, RevocationWatcher
+
+NOW = datetime.now(UTC)
+
+
+def why(state: RevocationState, **kw: Any) -> str | None:
+    args: dict[str, Any] = {"jti": "j", "task_id": "t", "person_id": "p", "actors": ("b", "a"),
+                            "delegation_id": "d", "iat": int(NOW.timestamp())}  # fmt: skip
+    args.update(kw)
+    return state.why_revoked(**args)
+
+
+def test_each_kind_revokes_its_tokens() -> None:
+    """jti and task always; person, any actor and delegation for tokens issued up to the revocation."""
+    for kind, subject, reason in [("jti", "j", "token revoked"), ("task", "t", "task ended"),
+                                  ("person", "p", "person revoked"), ("agent", "a", "agent a revoked"),
+                                  ("delegation", "d", "delegation revoked")]:  # fmt: skip
+        s = RevocationState()
+        s.apply([RevocationRow(1, kind, subject, NOW)])
+        assert why(s) == reason
+
+
+def test_agent_revocation_spares_tokens_issued_after_it() -> None:
+    """A resumed agent's later tokens are not caught by its earlier suspension."""
+    s = RevocationState()
+    s.apply([RevocationRow(1, "agent", "a", NOW - timedelta(seconds=60))])
+    assert why(s) is None
+    assert why(s, iat=int(NOW.timestamp()) - 120) == "agent a revoked"
+
+
+def test_keyring_rows_ask_for_a_reload() -> None:
+    """A `keyring` row revokes nothing and signals a key-ring reload."""
+    s = RevocationState()
+    assert s.apply([RevocationRow(1, "keyring", "kid", NOW)]) is True
+    assert why(s) is None
+
+
+class FakeRepo:
+    def __init__(self, rows: list[RevocationRow]) -> None:
+        self.rows = rows
+
+    def revocations_after(self, seq: int, since: datetime) -> list[RevocationRow]:
+        return sorted((r for r in self.rows if r.seq > seq and r.created_at >= since), key=lambda r: r.seq)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.rows: list[RevocationRow] = []
+
+    @contextmanager
+    def read(self) -> Iterator[FakeRepo]:
+        yield FakeRepo(self.rows)
+
+    write = read
+
+
+def test_a_late_commit_below_the_watermark_is_still_seen() -> None:
+    """seq 3 commits after seq 4 was read (PostgreSQL out-of-order commit): the gap is re-read."""
+    store = FakeStore()
+    state = RevocationState()
+    w = RevocationWatcher(store, state)  # type: ignore[arg-type]
+    store.rows += [RevocationRow(1, "task", "t1", NOW), RevocationRow(2, "task", "t2", NOW)]
+    w.refresh()
+    store.rows.append(RevocationRow(4, "task", "t4", NOW))
+    w.refresh()
+    assert state.watermark == 4
+    store.rows.append(RevocationRow(3, "task", "t3", NOW))
+    w.refresh()
+    assert set(state.task) == {"t1", "t2", "t3", "t4"}
+
+
+def test_state_goes_stale_without_refresh() -> None:
+    """Fresh right after a read, stale a second later (verify then fails closed)."""
+    state = RevocationState()
+    w = RevocationWatcher(FakeStore(), state)  # type: ignore[arg-type]
+    assert not state.fresh()
+    w.refresh()
+    assert state.fresh()
+    state.confirmed_at = time.monotonic() - 1.5
+    assert not state.fresh()
