@@ -109,11 +109,30 @@ def admin(services: Services) -> tuple[str, str]:
     return p.id, services.admin_tokens.issue(p.id, Role.ADMIN, "test")
 
 
+# Ports for test servers come from below the kernel's ephemeral range (32768-60999 by default), so an
+# outgoing connection made elsewhere in the run can never take a port between choosing it and binding it.
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = secrets.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-32000")
+
+
+def listening_socket(port: int) -> socket.socket:
+    """A socket bound to `port` on loopback, to hand to uvicorn so that the port is held from now on."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
 
 
 class LiveServer:
@@ -129,7 +148,7 @@ class LiveServer:
         self.app = create_app(services)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, args=([listening_socket(self.port)],), daemon=True)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.conftest import free_port, listening_socket
 from tether.api.wiring import Services, build_services
 from tether.audit.chain import append
 from tether.audit.model import Event
@@ -51,7 +51,7 @@ class Served:
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="on"))  # fmt: skip
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, args=([listening_socket(self.port)],), daemon=True)
 
     def __enter__(self) -> Served:
         self.thread.start()
