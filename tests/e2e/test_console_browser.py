@@ -1,26 +1,44 @@
-"""The console in a real browser (Debian chromium through Playwright).
+"""The console in a real browser (Debian chromium through Playwright), against real gateway calls.
 
-The pending approval comes from a gateway call taken through the enforcement steps
-(`tests.approvals_world.simulated_gateway_call`: durable tool.requested + policy.decided,
-`ApprovalService.request`, then `consume` on the retry) — the policy engine the shared
-`Enforcer` needs has not landed in this tree yet.
+Each test serves the `tether quickstart` world in this process on a loopback port: the demo
+organisation (`tether.cli.quickstart.seed`), its gateway config with the demo `notes` MCP server
+behind /mcp (tools pinned), the shipped policy pack. The agent `alice-assistant` registers a key,
+exchanges Alice's delegation token for a task token (the agent SDK, RFC 8693) and calls tools with
+the MCP SDK client over streamable HTTP. `notes__delete_note` is destructive, so the real
+`Enforcer` holds it for approval; Alice, the agent's sponsor, decides in the browser, and the
+agent's retry (`_meta["io.tether/approval"]`) runs exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
-from tests.approvals_world import make_world, pending, simulated_gateway_call
-from tether.approvals import ApprovalInvalid
+from tests.conftest import free_port
+from tests.http_gateway_world import Served
+from tether.api.wiring import Services, build_services
+from tether.cli.identity import new_ed25519_jwk
+from tether.cli.quickstart import gateway_config, seed
+from tether.config import Settings
 from tether.identity.model import Role
+from tether.sdk import AgentClient
+from tether.tokens.jose import unverified_claims
 
 CHROMIUM = "/usr/bin/chromium"
+APPROVAL = "io.tether/approval"
+PROMPT = "io.tether/prompt"
+HELD_BY = "mcp.destructive-tool-needs-approval"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -33,6 +51,89 @@ def run(coro):  # type: ignore[no-untyped-def]
     """Run a coroutine to completion on its own loop (Playwright's sync API owns this thread's loop)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+# ---------------------------------------------------------------------- the quickstart world, in process
+
+
+@dataclass
+class Demo:
+    services: Services
+    base: str
+    alice: str  # Alice Andersen: the person the agent acts for, and its sponsor
+    agent: str  # alice-assistant
+    key_file: Path
+    delegation: str  # Alice's delegation token for the agent
+
+    def task_token(self, purpose: str) -> tuple[str, str]:
+        """(task token for /mcp, task id) through the agent SDK: private_key_jwt + token exchange."""
+        client = AgentClient(self.base, self.key_file)
+        try:
+            grant = client.exchange(self.delegation, "mcp:read mcp:call", self.base + "/mcp", purpose)
+        finally:
+            client.close()
+        token = str(grant["access_token"])
+        return token, str(unverified_claims(token)[1]["task_id"])
+
+    def call(self, token: str, tool: str, arguments: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Any:
+        """One tools/call through /mcp with the MCP SDK client, in a session of its own."""
+
+        async def go() -> Any:
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+                streamable_http_client(self.base + "/mcp", http_client=http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                return await session.call_tool(tool, dict(arguments), meta=dict(meta) if meta else None)
+
+        return run(go())
+
+    def held(self, token: str, tool: str, arguments: Mapping[str, Any], prompt: str | None = None) -> str:
+        """Make a call the policy holds for approval; returns the approval id the refusal names."""
+        result = self.call(token, tool, arguments, {PROMPT: prompt} if prompt is not None else None)
+        assert result.is_error
+        text = result.content[0].text
+        assert HELD_BY in text, text
+        return str(text.split("approval_id=")[1].split()[0])
+
+    def approver_token(self) -> str:
+        return self.services.admin_tokens.issue(self.alice, Role.APPROVER, "browser test")
+
+
+@pytest.fixture
+def demo(db_url: str, tmp_path: Path) -> Iterator[Demo]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    # the simulator port is never served here: only /mcp is used
+    config = gateway_config(data, free_port())
+    settings = Settings(data_dir=data, database_url=db_url, port=port, public_url=base, gateway_config=config)
+    svc = build_services(settings, migrate=False)
+    try:
+        ids = seed(svc)
+        from tether.gateway.mcp.pins import pin_tools
+        from tether.store.gateway import SqlPinStore
+
+        spec = svc.extras["mcp_gateway"].config.servers["notes"]
+        assert run(pin_tools(SqlPinStore(svc.db), spec, None, actor="system", headers=None))
+        private, public = new_ed25519_jwk()
+        key_file = tmp_path / "alice-assistant.jwk.json"
+        key_file.write_text(json.dumps({**private, "agent_id": ids["alice-assistant"]}))
+        svc.identity.add_key("system", ids["alice-assistant"], public)
+        dlg = svc.identity.list_delegations(agent_id=ids["alice-assistant"]).items[0]
+        assert svc.tokens is not None
+        delegation = svc.tokens.mint_delegation_token(ids["alice"], dlg.id)
+        from tether.api.app import create_app
+
+        with Served(create_app(svc), port=port):
+            yield Demo(svc, base, ids["alice"], ids["alice-assistant"], key_file, delegation)
+    finally:
+        svc.close()
+
+
+# ---------------------------------------------------------------------- the browser
 
 
 @pytest.fixture
@@ -73,44 +174,64 @@ def _sign_in(page, token: str) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_url("**/console/")
 
 
-def test_approver_approves_and_the_retried_call_succeeds(live_server, services, browser, shots):
-    """Sign in, see the held call appear in the queue, approve it, watch the retry complete in the timeline."""
-    w = make_world(services)
-    token = services.admin_tokens.issue(w.sponsor, Role.APPROVER)
-    allowed, first = run(simulated_gateway_call(w, prompt="Send the Q3 report to our partner"))
-    assert not allowed
-    assert first is not None
+# ---------------------------------------------------------------------- the tests
 
-    page = _page(browser, live_server.base)
-    _sign_in(page, token)
 
+def test_approver_approves_and_the_retried_call_succeeds(demo: Demo, browser, shots):  # type: ignore[no-untyped-def]
+    """A held delete_note appears in the queue with its context; approved in the browser, the agent's
+    retry runs once (a second retry is refused) and the task timeline shows the approval and the completion."""
+    token, task = demo.task_token("tidy the team notes")
+    first = demo.held(token, "notes__delete_note", {"name": "offsite"}, prompt="Delete the old offsite note")
+    approver = demo.approver_token()
+
+    page = _page(browser, demo.base)
+    _sign_in(page, approver)
     page.goto("/console/approvals")
     page.locator(f"[data-approval='{first}']").wait_for()
     # the queue refreshes itself: a second held call shows up without a reload by the user
-    _, second = run(simulated_gateway_call(w, summary={"to": ["other@external.example"], "subject": "Q4"}))
+    second = demo.held(token, "notes__delete_note", {"name": "standup"})
     page.locator(f"[data-approval='{second}']").wait_for(timeout=15_000)
+    assert "you may decide" in page.locator(f"[data-approval='{first}']").inner_text()
     page.screenshot(path=str(shots / "approvals-queue.png"), full_page=True)
 
     page.click(f"a[href='/console/approvals/{first}']")
-    assert page.locator("#arguments").inner_text().count("partner@external.example") == 1
-    assert "Send the Q3 report" in page.locator("#prompt").inner_text()
+    page.locator("#status").filter(has_text="pending").wait_for()
+    arguments = json.loads(page.locator("#arguments").inner_text())
+    assert arguments["tool"] == "notes/delete_note"
+    assert arguments["arguments"] == {"name": "offsite"}
+    assert page.locator("#prompt").inner_text() == "Delete the old offsite note"
+    context = page.locator("main").inner_text()
+    for expected in ("alice-assistant", "Alice Andersen", task, "mcp:call", HELD_BY):
+        assert expected in context, expected
     page.screenshot(path=str(shots / "approval-detail.png"), full_page=True)
-    page.fill("#reason", "Expected quarterly report to the partner")
-    page.fill("#token", token)
+    page.fill("#reason", "The offsite is over; the note can go")
+    page.fill("#token", approver)  # the console asks for the admin token again to confirm
     page.click("#approve")
     page.locator("#status").filter(has_text="approved").wait_for()
 
-    page.goto(f"/console/tasks/{w.task}")
+    page.goto(f"/console/tasks/{task}")
+    page.locator("li[data-type='approval.decided']").wait_for()
     assert page.locator("li[data-type='tool.completed']").count() == 0
-    allowed, used = run(simulated_gateway_call(w, approval_id=first))
-    assert allowed
-    assert used == first
+    done = demo.call(token, "notes__delete_note", {"name": "offsite"}, {APPROVAL: first})
+    assert not done.is_error, done.content
+    assert done.content[0].text == "deleted"
     page.locator("li[data-type='tool.completed']").wait_for(timeout=15_000)  # the page refreshed itself
-    assert page.locator("li[data-type='approval.used']").count() == 1
+    timeline = page.locator("#timeline")
+    for kind in ("task.started", "tool.requested", "approval.requested", "approval.decided", "approval.used"):
+        assert timeline.locator(f"li[data-type='{kind}']").count() >= 1, kind
+    assert timeline.locator("li[data-type='approval.used']").count() == 1
+    assert timeline.locator("li[data-type='tool.completed']").count() == 1
+    assert timeline.locator("li[data-type='policy.decided'] .pill.allow").count() == 1
     assert "chain intact" in page.locator("#chain-status").inner_text()
     page.screenshot(path=str(shots / "task-timeline.png"), full_page=True)
-    with pytest.raises(ApprovalInvalid):  # the grant was for one execution
-        run(simulated_gateway_call(w, approval_id=first))
+
+    replay = demo.call(token, "notes__delete_note", {"name": "offsite"}, {APPROVAL: first})
+    assert replay.is_error  # the grant was for one execution
+    assert "already_used" in replay.content[0].text
+    assert demo.services.approvals is not None
+    assert demo.services.approvals.get(first).status.value == "used"
+    page.goto(f"/console/approvals/{first}")
+    assert page.locator("#status").inner_text() == "used"
 
     for name, path in (("dashboard", "/console/"), ("agents", "/console/agents"), ("tasks", "/console/tasks"),
                        ("policies", "/console/policies"), ("breakglass", "/console/breakglass")):  # fmt: skip
@@ -118,39 +239,47 @@ def test_approver_approves_and_the_retried_call_succeeds(live_server, services, 
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
-def test_stored_xss_through_tool_arguments_renders_as_text(live_server, services, browser):
-    """Markup an assistant put in arguments and the prompt shows as text and never runs."""
-    w = make_world(services)
+def test_stored_xss_through_tool_arguments_renders_as_text(demo: Demo, browser):  # type: ignore[no-untyped-def]
+    """Markup the assistant put in the task purpose, the tool arguments and the prompt shows as text and never runs."""
     evil = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>'
-    a = run(pending(w, summary={"subject": evil, "to": ["x@y.example"]}, prompt=evil))
-    page = _page(browser, live_server.base)
+    token, task = demo.task_token("notes " + evil)
+    a = demo.held(token, "notes__delete_note", {"name": evil}, prompt=evil)
+    page = _page(browser, demo.base)
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    _sign_in(page, services.admin_tokens.issue(w.sponsor, Role.APPROVER))
-    for path in ("/console/approvals", f"/console/approvals/{a.id}", f"/console/tasks/{w.task}"):
+    _sign_in(page, demo.approver_token())
+    for path in ("/console/approvals", f"/console/approvals/{a}", f"/console/tasks/{task}", "/console/tasks"):
         page.goto(path)
         page.wait_for_timeout(300)
-        assert page.evaluate("window.__xss") is None
-    page.goto(f"/console/approvals/{a.id}")
-    assert "<script>window.__xss=2</script>" in page.locator("#arguments").inner_text()
-    assert "<img src=x onerror=" in page.locator("#prompt").inner_text()
-    assert page.locator("#arguments img, #arguments script, #prompt img").count() == 0
+        assert page.evaluate("window.__xss") is None, path
+        assert page.locator("main img, main script").count() == 0, path
+    page.goto(f"/console/approvals/{a}")
+    assert json.loads(page.locator("#arguments").inner_text())["arguments"] == {"name": evil}
+    assert page.locator("#prompt").inner_text() == evil
+    page.goto(f"/console/tasks/{task}")
+    assert evil in page.locator("#purpose").inner_text()
+    held = json.loads(page.locator("li[data-type='approval.requested'] pre").inner_text())
+    assert held["arguments"] == {"name": evil}
     assert dialogs == []
 
 
-def test_form_post_without_csrf_token_is_refused(live_server, services, browser):
+def test_form_post_without_csrf_token_is_refused(demo: Demo, browser):  # type: ignore[no-untyped-def]
     """Stripping the CSRF field from the approve form makes the server refuse the post."""
-    w = make_world(services)
-    token = services.admin_tokens.issue(w.sponsor, Role.APPROVER)
-    a = run(pending(w))
-    page = _page(browser, live_server.base)
-    _sign_in(page, token)
-    page.goto(f"/console/approvals/{a.id}")
+    token, _ = demo.task_token("tidy the team notes")
+    a = demo.held(token, "notes__delete_note", {"name": "standup"})
+    approver = demo.approver_token()
+    page = _page(browser, demo.base)
+    _sign_in(page, approver)
+    page.goto(f"/console/approvals/{a}")
     page.evaluate("document.querySelector('#decide-form input[name=csrf]').remove()")
     page.fill("#reason", "looks fine")
-    page.fill("#token", token)
+    page.fill("#token", approver)
     with page.expect_response(lambda r: r.request.method == "POST") as resp:
         page.click("#approve")
     assert resp.value.status == 403
     assert "CSRF" in page.content()
-    assert services.approvals.get(a.id).status.value == "pending"
+    assert demo.services.approvals is not None
+    assert demo.services.approvals.get(a).status.value == "pending"
+    still = demo.call(token, "notes__delete_note", {"name": "standup"}, {APPROVAL: a})
+    assert still.is_error  # nothing was approved, so the retry is refused
+    assert "pending" in still.content[0].text
