@@ -27,6 +27,10 @@ from tether.types import utcnow
 log = get_logger("tether.tokens.revocation")
 
 STALE_SECONDS = 1.0
+#: a verifier that finds the state stale confirms it inline at most this often (then fails closed)
+CONFIRM_RETRY_SECONDS = 0.25
+#: how long an inline confirmation waits for a refresh already under way
+CONFIRM_WAIT_SECONDS = 0.5
 GAP_SECONDS = 30.0
 #: revocations older than this cannot touch a live token
 HORIZON = timedelta(seconds=MAX_TOKEN_LIFETIME + 120)
@@ -45,9 +49,33 @@ class RevocationState:
         self.delegation: dict[str, float] = {}
         self.confirmed_at = float("-inf")  # time.monotonic() of the last successful read
         self.watermark = 0
+        #: set by a running watcher: reads the table now (so a starved watcher thread does not fail calls)
+        self.confirm: Callable[[], None] | None = None
+        self._last_attempt = float("-inf")
 
     def fresh(self) -> bool:
         return time.monotonic() - self.confirmed_at <= STALE_SECONDS
+
+    def ensure_fresh(self) -> bool:
+        """Fresh, or made fresh by one inline read; False (fail closed) when the watermark cannot be confirmed.
+
+        The watcher thread confirms the watermark every 0.4 s at most; on a loaded machine it can miss the
+        1-second bound. Then the first verification to notice reads the table itself (at most every
+        CONFIRM_RETRY_SECONDS): the contract is "cannot confirm", not "did not happen to confirm".
+        """
+        if self.fresh():
+            return True
+        confirm = self.confirm
+        now = time.monotonic()
+        if confirm is None or now - self._last_attempt < CONFIRM_RETRY_SECONDS:
+            return False
+        self._last_attempt = now
+        try:
+            confirm()
+        except Exception as exc:  # noqa: BLE001 — any failure to read leaves the state stale: fail closed
+            log.warning("revocation state could not be confirmed", error=type(exc).__name__)
+            return False
+        return self.fresh()
 
     def why_revoked(
         self, *, jti: str, task_id: str, person_id: str, actors: tuple[str, ...], delegation_id: str | None, iat: int
@@ -124,6 +152,7 @@ class RevocationWatcher:
             return
         self._stop.clear()
         self.refresh()
+        self.state.confirm = self._confirm_now
         self._thread = threading.Thread(target=self._run, name="tether-revocations", daemon=True)
         self._thread.start()
         if self.listen_url:
@@ -131,6 +160,7 @@ class RevocationWatcher:
             self._listener.start()
 
     def stop(self) -> None:
+        self.state.confirm = None
         self._stop.set()
         self._wake.set()
         for t in (self._thread, self._listener):
@@ -152,6 +182,16 @@ class RevocationWatcher:
         """Read every revocation past the watermark (and any gap) and confirm the watermark."""
         with self._refresh_lock:
             self._refresh()
+
+    def _confirm_now(self) -> None:
+        """An inline refresh for a verifier that found the state stale; joins one already under way."""
+        if not self._refresh_lock.acquire(timeout=CONFIRM_WAIT_SECONDS):
+            return
+        try:
+            if not self.state.fresh():
+                self._refresh()
+        finally:
+            self._refresh_lock.release()
 
     def _refresh(self) -> None:
         s = self.state
@@ -206,4 +246,4 @@ class RevocationWatcher:
                 self._stop.wait(0.5)
 
 
-__all__ = ["CHANNEL", "HORIZON", "STALE_SECONDS", "RevocationState", "RevocationWatcher"]
+__all__ = ["CHANNEL", "CONFIRM_RETRY_SECONDS", "HORIZON", "STALE_SECONDS", "RevocationState", "RevocationWatcher"]

@@ -104,7 +104,7 @@ class TokenVerifier:
 
     def _check_revoked(self, vt: VerifiedToken) -> None:
         state = self.revocations
-        if not state.fresh():
+        if not state.ensure_fresh():
             raise InvalidToken("revocation state is not current; failing closed")
         why = state.why_revoked(
             jti=vt.jti, task_id=vt.task_id, person_id=vt.person_id, actors=vt.actors,

@@ -89,3 +89,55 @@ def test_state_goes_stale_without_refresh() -> None:
     assert state.fresh()
     state.confirmed_at = time.monotonic() - 1.5
     assert not state.fresh()
+
+
+class BrokenStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    @contextmanager
+    def read(self) -> Iterator[FakeRepo]:
+        self.reads += 1
+        raise ConnectionError("database down")
+        yield FakeRepo([])  # pragma: no cover
+
+
+def test_a_running_watcher_confirms_a_stale_state_inline() -> None:
+    """A starved watcher thread does not fail calls: the verifier's check reads the table itself."""
+    store = FakeStore()
+    state = RevocationState()
+    w = RevocationWatcher(store, state, poll_seconds=60)  # type: ignore[arg-type]
+    assert not state.ensure_fresh()  # no watcher running: nothing may confirm, fail closed
+    w.start()
+    try:
+        store.rows.append(RevocationRow(1, "task", "t", NOW))
+        state.confirmed_at = time.monotonic() - 5
+        assert state.ensure_fresh()
+        assert "t" in state.task  # the inline read applied what was new
+    finally:
+        w.stop()
+    state.confirmed_at = time.monotonic() - 5
+    assert not state.ensure_fresh()  # a stopped watcher no longer confirms
+
+
+def test_a_state_that_cannot_be_confirmed_fails_closed_and_retries_sparingly() -> None:
+    """With the store down the inline read fails: stale stays stale, and the next attempt waits its turn."""
+    good = FakeStore()
+    state = RevocationState()
+    w = RevocationWatcher(good, state, poll_seconds=60)  # type: ignore[arg-type]
+    w.start()
+    try:
+        broken = BrokenStore()
+        w.store = broken  # type: ignore[assignment]
+        state.confirmed_at = time.monotonic() - 5
+        assert not state.ensure_fresh()
+        reads = broken.reads
+        assert reads >= 1
+        assert not any(state.ensure_fresh() for _ in range(50))
+        assert broken.reads - reads <= 1  # no read per call inside CONFIRM_RETRY_SECONDS (the thread may add one)
+        w.store = good  # type: ignore[assignment]
+        time.sleep(0.3)
+        assert state.ensure_fresh()
+    finally:
+        w.stop()
