@@ -4,8 +4,11 @@ For the default pack and synthetic bundles of 200 and 1,000 policies (per-tool p
 few forbids, the shape of BASELINES.md §1a), measure in the same run:
   - tether:  PolicyEngine.decide(req) — code checks, cached entities, slice, obligations
   - raw:     cedarpy.is_authorized(req, PolicySet(whole bundle), entities) — no slicing
+  - new resource: decide() where every call names a resource not seen before, so the
+    pre-parsed entity graph cannot be reused (the cache-miss path: a fresh mail message each call)
+  - approval: decide() on a request a forbid holds (confidential file shared outside)
 Prints a table, then one JSON line with p50_us_default, p99_us_default, p50_us_1000,
-p99_us_1000, raw_unsliced_p50_us_1000 (and the 200 figures).
+p99_us_1000, raw_unsliced_p50_us_1000 (and the 200, new-resource and approval figures).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from datetime import date, timedelta
+from itertools import count
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -99,9 +104,17 @@ def measure(label: str, e: PolicyEngine, req: DecisionRequest, n: int) -> dict[s
     for _ in range(5):  # interleave blocks so machine load hits both alike
         tether += timed(lambda: e.decide(req), n // 5)
         raw += timed(lambda: cedarpy.is_authorized(creq, whole, ents), n // 5)
+    fresh, serial = [], count()
+
+    def new_resource() -> None:
+        e.decide(replace(req, resource=replace(req.resource, id=f"{req.resource.id}-{next(serial)}")))
+
+    for _ in range(5):
+        fresh += timed(new_resource, n // 10)
     return {
         "policies": len(b.policies),
         "slice": len(b.slice_ids(req.action, req.resource.type, None, req.resource.id)),
+        "new_p50": statistics.median(fresh), "new_p99": pct(fresh, 0.99),
         "p50": statistics.median(tether), "p99": pct(tether, 0.99), "per_s": 1e6 / statistics.mean(tether),
         "raw_p50": statistics.median(raw), "raw_p99": pct(raw, 0.99),
     }  # fmt: skip
@@ -113,6 +126,13 @@ def main() -> None:
     args = ap.parse_args()
     n = 2000 if args.quick else 20000
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-policy-"))
+    e = engine(None)
+    share = DecisionRequest(AGENT.id, PERSON.id, (), "tsk_bench", frozenset({"files:share"}), "files:share",
+                            Resource("DriveItem", "doc-1", "m365.files", "confidential"), {"external_recipients": 1})  # fmt: skip
+    assert e.decide(share).effect.value == "approval_required"
+    approval = []
+    for _ in range(5):
+        approval += timed(lambda: e.decide(share), n // 5)
     rows = {
         "default": measure("default", engine(None), request(0, default_pack=True), n),
         "200": measure("200", engine(synthetic(200, tmp / "b200")), request(137, default_pack=False), n),
@@ -126,6 +146,10 @@ def main() -> None:
               f"{r['raw_p50']:>7.1f}us {r['raw_p99']:>6.1f}us {r['raw_p50'] / r['p50']:>9.2f}x")  # fmt: skip
     print("tether = PolicyEngine.decide (code checks, cached entities, sliced set, obligations);")
     print("raw = cedarpy.is_authorized on the whole bundle as one pre-parsed PolicySet, same request and entities.")
+    for name, r in rows.items():
+        print(f"{name:>8}: a resource not seen before on every call: p50 {r['new_p50']:.1f}us p99 {r['new_p99']:.1f}us")
+    print(f" default: approval_required (a forbid holds): p50 {statistics.median(approval):.1f}us "
+          f"p99 {pct(approval, 0.99):.1f}us")  # fmt: skip
     print(json.dumps({
         "p50_us_default": round(rows["default"]["p50"], 1), "p99_us_default": round(rows["default"]["p99"], 1),
         "p50_us_200": round(rows["200"]["p50"], 1), "p99_us_200": round(rows["200"]["p99"], 1),
@@ -133,6 +157,11 @@ def main() -> None:
         "raw_unsliced_p50_us_200": round(rows["200"]["raw_p50"], 1),
         "raw_unsliced_p50_us_1000": round(rows["1000"]["raw_p50"], 1),
         "decisions_per_s_default": round(rows["default"]["per_s"]),
+        "p50_us_default_new_resource": round(rows["default"]["new_p50"], 1),
+        "p99_us_default_new_resource": round(rows["default"]["new_p99"], 1),
+        "p50_us_1000_new_resource": round(rows["1000"]["new_p50"], 1),
+        "p50_us_default_approval": round(statistics.median(approval), 1),
+        "p99_us_default_approval": round(pct(approval, 0.99), 1),
     }))  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import cedarpy
 
 from tether import actions as catalogue
 from tether.errors import ValidationFailed
+from tether.policy.context import context_reads, template
 from tether.policy.schema import RESOURCE_TYPES, schema_json
 
 APPROVER_RE = re.compile(r"^(sponsor|person|not-self|group:[A-Za-z0-9_.-]{1,100})$")
@@ -68,6 +69,22 @@ class Policy:
     resource_uid: tuple[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """What one evaluation needs: the slice's policies, pre-parsed, and the context they read.
+
+    Every policy goes to Cedar as a *permit* (the original effects are in `forbids`): Cedar
+    then reports every satisfied policy in one evaluation, where with the real effects a
+    denied request would need a second pass to learn which permits hold. Satisfaction and
+    evaluation errors do not depend on a policy's effect, so nothing else changes.
+    """
+
+    ids: tuple[str, ...]
+    policies: Any  # cedarpy PolicySet, every policy a permit
+    forbids: frozenset[str]
+    context: str  # str.format_map template of the context attributes the slice reads
+
+
 @dataclass
 class Bundle:
     """Parsed, validated policies plus the slices built from them on demand."""
@@ -78,6 +95,7 @@ class Bundle:
     source: str
     _slices: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _index: dict[tuple[str, str, str], tuple[tuple[str, ...], dict[str, list[str]]]] = field(default_factory=dict)
+    _evaluations: dict[tuple[str, ...], Slice] = field(default_factory=dict)
 
     def slice_ids(
         self, action: str, resource_type: str, effect: str | None = None, resource_id: str | None = None
@@ -92,12 +110,42 @@ class Bundle:
             and (p.resource_uid is None or p.resource_uid == (resource_type, resource_id))
         ]
 
+    def slice_for(self, action: str, resource_type: str, resource_id: str) -> Slice | None:
+        """The evaluation slice for a request (None when no policy can apply), cached by content."""
+        ids = self._slice_key(action, resource_type, "", resource_id)
+        if not ids:
+            return None
+        found = self._evaluations.get(ids)
+        if found is None:
+            if len(self._evaluations) > 10_000:
+                self._evaluations.clear()
+            as_permits = {i: {**self.policies[i].est, "effect": "permit"} for i in ids}
+            doc = {"staticPolicies": as_permits, "templates": {}, "templateLinks": []}
+            found = self._evaluations[ids] = Slice(
+                ids=ids,
+                policies=cedarpy.PolicySet.from_json_str(json.dumps(doc)),
+                forbids=frozenset(i for i in ids if self.policies[i].effect == "forbid"),
+                context=template(context_reads(self.policies[i].est for i in ids)),
+            )
+        return found
+
     def policy_set(self, action: str, resource_type: str, effect: str = "", resource_id: str | None = None) -> Any:
-        """A pre-parsed cedarpy PolicySet of the slice, cached by the slice's content.
+        """A pre-parsed cedarpy PolicySet of the slice (original effects), cached by the slice's content.
 
         Policies naming one resource with `==` are indexed by that resource, so a bundle of
         many per-tool or per-site policies still gives each request a slice of a few.
         """
+        ids = self._slice_key(action, resource_type, effect, resource_id)
+        if not ids:
+            return None
+        ps = self._slices.get(ids)
+        if ps is None:
+            if len(self._slices) > 10_000:
+                self._slices.clear()
+            ps = self._slices[ids] = self.policy_set_of(ids)
+        return ps
+
+    def _slice_key(self, action: str, resource_type: str, effect: str, resource_id: str | None) -> tuple[str, ...]:
         key = (action, resource_type, effect)
         index = self._index.get(key)
         if index is None:
@@ -112,15 +160,8 @@ class Bundle:
             index = (generic, specific)
             self._index[key] = index
         generic, specific = index
-        ids = generic + tuple(specific.get(resource_id or "", ()))
-        if not ids:
-            return None
-        ps = self._slices.get(ids)
-        if ps is None:
-            if len(self._slices) > 10_000:
-                self._slices.clear()
-            ps = self._slices[ids] = self.policy_set_of(ids)
-        return ps
+        extra = specific.get(resource_id or "")
+        return generic + tuple(extra) if extra else generic
 
     def policy_set_of(self, ids: Iterable[str]) -> Any:
         doc = {"staticPolicies": {i: self.policies[i].est for i in ids}, "templates": {}, "templateLinks": []}
@@ -320,4 +361,4 @@ def _failing_statement(text: str) -> int:
     return starts[0] if starts else 1
 
 
-__all__ = ["DEFAULT_PACK", "Bundle", "BundleError", "Policy", "Problem", "load_bundle"]
+__all__ = ["DEFAULT_PACK", "Bundle", "BundleError", "Policy", "Problem", "Slice", "load_bundle"]

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from cedarpy import _internal
 
 from tether import actions as catalogue
 from tether.log import get_logger
-from tether.policy.bundle import DEFAULT_PACK, Bundle, BundleError, load_bundle
+from tether.policy.bundle import DEFAULT_PACK, Bundle, BundleError, Slice, load_bundle
+from tether.policy.context import FULL, LAYOUT, leaves
 from tether.policy.model import SENSITIVITY, Decision, DecisionRequest, Effect
 from tether.policy.schema import RESOURCE_TYPES
 from tether.types import new_id
@@ -39,6 +40,11 @@ MAX_FACTS_BYTES = 64 * 1024
 #: how long a cached agent or person is trusted before it is read again (changes that matter
 #: at once — suspension, deprovisioning — also revoke every token, so the gateway refuses first)
 ENTITY_TTL = 5.0
+#: entity graphs (agent, sponsor, action, resource) kept pre-parsed; the cache is emptied when full
+GRAPH_CACHE = 4096
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1  # Cedar's Long
+#: length of the full context template with every piece empty
+_FULL_FIXED = len(FULL.format_map(dict.fromkeys(leaves(LAYOUT), "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,10 @@ class Principal:
 class User:
     context: dict[str, Any]
     active: bool
+    #: `context.user`'s fields, serialised once (pieces of the context template)
+    pieces: dict[str, str]
+    #: a field holds an escaped UTF-16 surrogate (see `PolicyEngine._pieces`)
+    unusual: bool = False
 
 
 class PolicyEngine:
@@ -79,6 +89,15 @@ class PolicyEngine:
         self.loaded_at: float | None = None
         self._mtimes: dict[str, float] = {}
         self._action_json: dict[str, str] = {}
+        self._action_names: dict[str, str] = {}
+        # Pre-parsed Cedar entity graphs, keyed by their content: the principal's entity JSON
+        # (a changed agent or sponsor is a new key, so nothing stale is ever served), the
+        # action and the resource's attributes. Bases hold the graph without the resource.
+        self._graphs: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+        self._bases: dict[tuple[str, str], Any] = {}
+        self._scopes_json: dict[frozenset[str], str] = {}
+        self._second = -1
+        self._time_pieces = ("0", "0")
 
     # ------------------------------------------------------------- bundles
 
@@ -163,25 +182,23 @@ class PolicyEngine:
         if user is None or not user.active:
             return self._deny("tether:person-inactive", "The person is unknown or not active", bundle.hash)
 
-        request = self._cedar_request(req, principal, user, level, bool(lifted), breakglass)
-        if request is None:
+        sl = bundle.slice_for(req.action, req.resource.type, req.resource.id)
+        context = self._context(req, user, bool(lifted), breakglass, sl.context if sl is not None else FULL)
+        if context is None:
             return self._deny("tether:request-too-large", "The request facts are too large to evaluate", bundle.hash)
-        entities = self._entities(req, principal, level)
-        ps = bundle.policy_set(req.action, req.resource.type, "", req.resource.id)
-        if ps is None:
+        if sl is None:
             return self._deny("tether:default-deny", "No policy applies to this request", bundle.hash, default=True)
-        decision, reasons, errors = _authorize(request, ps, entities)
-        errored = {_error_policy(e) for e in errors}
-        errored.discard(None)
-        if decision == "Allow" and not errored:
-            permits, forbids = reasons, []
-        else:
-            forbids = [r for r in reasons if bundle.policies[r].effect == "forbid"]
-            permit_ps = bundle.policy_set(req.action, req.resource.type, "permit", req.resource.id)
-            permits = []
-            if permit_ps is not None:
-                permits = _authorize(request, permit_ps, entities)[1]
-        return self._resolve(bundle, permits, forbids, {e for e in errored if e}, lifted, breakglass)
+        request = {
+            "principal": {"type": "Agent", "id": req.agent_id},
+            "action": {"type": "Action", "id": req.action},
+            "resource": {"type": req.resource.type, "id": req.resource.id},
+            "context": context,
+        }
+        satisfied, errors = _evaluate(request, sl, self._graph(req, principal, level))
+        errored = {p for p in map(_error_policy, errors) if p}
+        forbids = sl.forbids
+        permits = [r for r in satisfied if r not in forbids]
+        return self._resolve(bundle, permits, [r for r in satisfied if r in forbids], errored, lifted, breakglass)
 
     def _resolve(
         self, bundle: Bundle, permits: list[str], forbids: list[str], errored: set[str],
@@ -276,9 +293,41 @@ class PolicyEngine:
         person, ents = found
         status = getattr(person.status, "value", person.status)
         ctx = {"id": person.id, "email": person.email, "groups": list(person.groups), "entitlements": sorted(ents)}
-        return User(ctx, status == "active")
+        pieces = {f"user_{k}": json.dumps(v) for k, v in ctx.items()}
+        return User(ctx, status == "active", pieces, any("\\ud" in v for v in pieces.values()))
 
-    def _entities(self, req: DecisionRequest, principal: Principal, level: int) -> str:
+    def _graph(self, req: DecisionRequest, principal: Principal, level: int) -> Any:
+        """The request's entities as a pre-parsed Cedar handle, built once per distinct content."""
+        r = req.resource
+        tool = r.type == "Tool"
+        if tool:
+            a = r.attrs
+            # MCP defaults when a tool says nothing: not read-only, destructive, open world.
+            extra: tuple[Any, ...] = (
+                str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
+                bool(a.get("destructive", True)), bool(a.get("open_world", True)),
+            )  # fmt: skip
+        else:
+            extra = ()
+        key = (principal.entities_json, req.action, (r.type, r.id, r.system, level, r.sensitivity, r.owner, extra))
+        graph = self._graphs.get(key)
+        if graph is None:
+            base = self._bases.get(key[:2])
+            if base is None:
+                base = _internal.Entities.from_json_str(
+                    "[" + principal.entities_json + "," + self._actions_of(req.action) + "]"
+                )
+                if len(self._bases) >= GRAPH_CACHE:
+                    self._bases.clear()
+                self._bases[key[:2]] = base
+            graph = base.with_added_json_str("[" + self._resource_json(req, level, extra) + "]")
+            if len(self._graphs) >= GRAPH_CACHE:
+                self._graphs.clear()
+            self._graphs[key] = graph
+        return graph
+
+    @staticmethod
+    def _resource_json(req: DecisionRequest, level: int, extra: tuple[Any, ...]) -> str:
         r = req.resource
         attrs: dict[str, Any] = {
             "system": r.system,
@@ -286,16 +335,22 @@ class PolicyEngine:
             "label": r.sensitivity,
             "owner": r.owner or "",
         }
+        if extra:
+            attrs.update(zip(("server", "name", "read_only", "destructive", "open_world"), extra, strict=True))
+        return json.dumps({"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []})
+
+    def _entities(self, req: DecisionRequest, principal: Principal, level: int) -> str:
+        """The same entities as JSON text (what an unsliced, uncached evaluation is given)."""
+        r = req.resource
+        extra: tuple[Any, ...] = ()
         if r.type == "Tool":
             a = r.attrs
-            # MCP defaults when a tool says nothing: not read-only, destructive, open world.
-            attrs.update(
-                server=str(a.get("server", "")), name=str(a.get("name", r.id)),
-                read_only=bool(a.get("read_only", False)), destructive=bool(a.get("destructive", True)),
-                open_world=bool(a.get("open_world", True)),
+            extra = (
+                str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
+                bool(a.get("destructive", True)), bool(a.get("open_world", True)),
             )  # fmt: skip
-        resource = {"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []}
-        return "[" + principal.entities_json + "," + json.dumps(resource) + "," + self._actions_of(req.action) + "]"
+        resource = self._resource_json(req, level, extra)
+        return "[" + principal.entities_json + "," + resource + "," + self._actions_of(req.action) + "]"
 
     def _actions_of(self, action: str) -> str:
         """Only the request's action and its action-type group: all `action in …` needs."""
@@ -311,43 +366,100 @@ class PolicyEngine:
             self._action_json[action] = cached
         return cached
 
-    @staticmethod
-    def _cedar_request(
-        req: DecisionRequest, principal: Principal, user: User, level: int, approved: bool, breakglass: bool
-    ) -> dict[str, Any] | None:
+    def _context(self, req: DecisionRequest, user: User, approved: bool, breakglass: bool, slim: str) -> str | None:
+        """The context for the slice as JSON text; None if the facts are unusable or too large.
+
+        The size limit applies to the full context, whatever the slice reads. Its length is
+        the template's fixed part plus its pieces (each piece appears once), so it is not rendered.
+        """
+        found = self._pieces(req, user, approved, breakglass)
+        if found is None:
+            return None
+        pieces, unusual = found
+        if _FULL_FIXED + sum(map(len, pieces.values())) > MAX_FACTS_BYTES:
+            return None
+        # Cedar may refuse an unusual context: then it sees all of it, and fails as it always did.
+        return FULL.format_map(pieces) if unusual else slim.format_map(pieces)
+
+    def _full_context(self, req: DecisionRequest, user: User, approved: bool, breakglass: bool) -> str | None:
+        """The whole context record as JSON text: `json.dumps` of it, byte for byte."""
+        found = self._pieces(req, user, approved, breakglass)
+        if found is None:
+            return None
+        text = FULL.format_map(found[0])
+        return None if len(text) > MAX_FACTS_BYTES else text
+
+    def _pieces(
+        self, req: DecisionRequest, user: User, approved: bool, breakglass: bool
+    ) -> tuple[dict[str, str], bool] | None:
+        """Each context field as JSON text, and whether Cedar might refuse one (see `context`)."""
         f = req.facts
         recipients = f.get("recipients", 0)
         if isinstance(recipients, list | tuple):
             recipients = len(recipients)
         try:
-            request_facts = {
-                "recipients": int(recipients or 0),
-                "external_recipients": int(f.get("external_recipients", 0) or 0),
-                "size": int(f.get("size", 0) or 0),
-                "items": int(f.get("items", 0) or 0),
-            }
+            facts = (
+                int(recipients or 0),
+                int(f.get("external_recipients", 0) or 0),
+                int(f.get("size", 0) or 0),
+                int(f.get("items", 0) or 0),
+            )
         except (TypeError, ValueError):
             return None
         u = req.usage
-        now = datetime.now(UTC)
-        context = {
-            "action": req.action,
-            "user": user.context,
-            "actors": list(req.actors),
-            "task": {
-                "id": req.task_id,
-                "scopes": sorted(req.scopes),
-                "usage": {k: int(u.get(k, 0) or 0) for k in ("items", "bytes", "calls", "external_recipients")},
-            },
-            "request": request_facts,
-            "approved": approved,
-            "breakglass": breakglass,
-            "app_only": bool(f.get("app_only", False)),
-            "now": int(now.timestamp()),
-            "hour": now.hour,
-        }
-        text = json.dumps(context)  # serialised once: sized here, parsed once by Cedar
-        if len(text) > MAX_FACTS_BYTES:
+        usage = tuple(int(u.get(k, 0) or 0) for k in ("items", "bytes", "calls", "external_recipients"))
+        second = int(time.time())
+        if second != self._second:
+            self._time_pieces = (str(second), str(second // 3600 % 24))
+            self._second = second
+        scopes = self._scopes_json.get(req.scopes)
+        if scopes is None:
+            scopes = json.dumps(sorted(req.scopes))
+            if len(self._scopes_json) >= GRAPH_CACHE:
+                self._scopes_json.clear()
+            self._scopes_json[req.scopes] = scopes
+        actors = json.dumps(list(req.actors)) if req.actors else "[]"
+        task_id = json.dumps(req.task_id)
+        pieces = {
+            "action": self._action_name(req.action),
+            **user.pieces,
+            "actors": actors,
+            "task_id": task_id,
+            "task_scopes": scopes,
+            "usage_items": str(usage[0]), "usage_bytes": str(usage[1]), "usage_calls": str(usage[2]),
+            "usage_external_recipients": str(usage[3]),
+            "request_recipients": str(facts[0]), "request_external_recipients": str(facts[1]),
+            "request_size": str(facts[2]), "request_items": str(facts[3]),
+            "approved": "true" if approved else "false",
+            "breakglass": "true" if breakglass else "false",
+            "app_only": "true" if f.get("app_only", False) else "false",
+            "now": self._time_pieces[0],
+            "hour": self._time_pieces[1],
+        }  # fmt: skip
+        # Numbers beyond Cedar's Long, or UTF-16 surrogates escaped in a string (Cedar's JSON
+        # reader refuses lone ones), make Cedar refuse the context.
+        unusual = (
+            min(*facts, *usage) < _LONG_MIN
+            or max(*facts, *usage) > _LONG_MAX
+            or user.unusual
+            or "\\ud" in actors
+            or "\\ud" in task_id
+            or "\\ud" in scopes
+        )
+        return pieces, unusual
+
+    def _action_name(self, action: str) -> str:
+        name = self._action_names.get(action)
+        if name is None:
+            name = self._action_names[action] = json.dumps(action)  # a catalogued name: bounded
+        return name
+
+    def _cedar_request(
+        self, req: DecisionRequest, principal: Principal, user: User, level: int, approved: bool, breakglass: bool
+    ) -> dict[str, Any] | None:
+        """The request with the full context (what an unsliced evaluation is given)."""
+        text = self._full_context(req, user, approved, breakglass)
+        if text is None:
             return None
         return {
             "principal": {"type": "Agent", "id": req.agent_id},
@@ -357,13 +469,19 @@ class PolicyEngine:
         }
 
 
-def _authorize(request: dict[str, Any], policies: Any, entities: str) -> tuple[str, list[str], list[Any]]:
-    """One Cedar evaluation: (decision, satisfied policy ids, errors).
+def _evaluate(request: dict[str, Any], sl: Slice, entities: Any) -> tuple[list[str], list[Any]]:
+    """One Cedar evaluation of the slice: (every satisfied policy id, evaluation errors).
 
     Calls the extension directly with the context already serialised: cedarpy's wrapper
     would serialise the context again and build result objects we do not need.
     """
-    raw = _internal.is_authorized_batch([request], policies, entities, None, False)[0]
+    diag = json.loads(_internal.is_authorized(request, sl.policies, entities, None, False)).get("diagnostics", {})
+    return diag.get("reason", []), diag.get("errors", [])  # a request Cedar cannot build has no reasons
+
+
+def _authorize(request: dict[str, Any], policies: Any, entities: Any) -> tuple[str, list[str], list[Any]]:
+    """One Cedar evaluation with the policies' own effects: (decision, satisfied ids, errors)."""
+    raw = _internal.is_authorized(request, policies, entities, None, False)
     doc = json.loads(raw)
     diag = doc.get("diagnostics", {})
     return doc["decision"], list(diag.get("reason", [])), list(diag.get("errors", []))

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether.policy import DecisionRequest, Effect, PolicyEngine, Resource
+from tether.policy import SENSITIVITY, DecisionRequest, Effect, PolicyEngine, Resource
 from tether.policy.engine import PolicyEngine as _Engine
 from tether.policy.schema import RESOURCE_TYPES
 
@@ -164,16 +164,28 @@ requests = st.builds(
 
 
 def unsliced(e: PolicyEngine, r, lifted, bg):
-    """Decide with the whole bundle as one set: the reference the slices must agree with."""
+    """The reference the fast path must agree with: the whole bundle with the policies' own effects,
+    the full context, the entities as fresh JSON text, and a second pass for the permits on a deny."""
+    from tether.policy.engine import _authorize, _error_policy
+
     b = e.bundle
+    fast = e.decide(r, lifted_forbids=lifted, breakglass=bg)
+    if fast.policy_ids and fast.policy_ids[0].startswith("tether:") and fast.policy_ids[0] != "tether:default-deny":
+        return fast  # refused by the code checks before Cedar runs
+    principal, user = e._principal(r.agent_id), e._user(r.person_id)
+    level = SENSITIVITY[r.resource.sensitivity]
+    request = e._cedar_request(r, principal, user, level, bool(lifted), bg)
+    entities = e._entities(r, principal, level)
     full = b.policy_set_of(list(b.policies))
-    permits = b.policy_set_of([i for i, p in b.policies.items() if p.effect == "permit"])
-    original = b.policy_set
-    b.policy_set = lambda action, rtype, effect="", rid=None: permits if effect == "permit" else full  # type: ignore[method-assign]
-    try:
-        return e.decide(r, lifted_forbids=lifted, breakglass=bg)
-    finally:
-        b.policy_set = original  # type: ignore[method-assign]
+    decision, reasons, errors = _authorize(request, full, entities)
+    errored = {_error_policy(x) for x in errors} - {None}
+    if decision == "Allow" and not errored:
+        permits, forbids = reasons, []
+    else:
+        forbids = [x for x in reasons if b.policies[x].effect == "forbid"]
+        permits = _authorize(request, b.policy_set_of([i for i, p in b.policies.items() if p.effect == "permit"]),
+                             entities)[1]  # fmt: skip
+    return e._resolve(b, permits, forbids, errored, lifted, bg)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -197,6 +209,15 @@ TEMPLATES = [
     '@id("{i}")\npermit (principal, action, resource) when {{ context.task.usage.items < {n}00 }};',
     '@id("{i}")\npermit (principal, action == Action::"{a}", resource == {t}::"r{n}");',
     '@id("{i}")\nforbid (principal, action, resource == {t}::"r1") when {{ resource.sensitivity > {n} }};',
+    # context read in every way the slim context must cover: chains, `has`, the whole record
+    '@id("{i}")\npermit (principal, action == Action::"{a}", resource) '
+    "when {{ context has request && context.request has size && context.request.external_recipients < {n} }};",
+    '@id("{i}")\nforbid (principal, action in Action::"{g}", resource) '
+    "when {{ context.app_only && resource.owner != context.user.id }};",
+    '@id("{i}")\npermit (principal, action, resource) when {{ context.task.scopes.contains(context.action) }};',
+    '@id("{i}")\n@obligation("approval")\nforbid (principal, action, resource is Tool) '
+    "when {{ resource.destructive && context.task.usage == context.task.usage }};",
+    '@id("{i}")\npermit (principal, action == Action::"{a}", resource) when {{ context != context || {n} < 2 }};',
 ]
 
 
@@ -256,3 +277,113 @@ def test_decision_input_round_trips_through_from_input() -> None:
         constraints={"max_items": 10},
     )
     assert DecisionRequest.from_input(decision_input(req)) == req
+
+
+# ------------------------------------------------------- caches and fast path
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cached_engine(directory: Path | None, agent, person, ents: set[str]):
+    clock = Clock()
+
+    def person_lookup(i):
+        return (person, frozenset(ents)) if i == person.id else None
+
+    e = PolicyEngine(directory, agent_lookup={agent.id: agent}.get, person_lookup=person_lookup, clock=clock)
+    e.load()
+    return e, clock
+
+
+def test_a_changed_agent_changes_the_next_decision_once_its_cache_entry_expires_or_is_invalidated():
+    """The pre-parsed entity graph follows the agent: mode and review changes take effect without a restart."""
+    agent = SimpleNamespace(**vars(AGENT))
+    agent.mode, agent.review_due = "executing", date.today() + timedelta(days=9)
+    e, clock = cached_engine(None, agent, PERSON, set())
+    send = req("mail:send")
+    assert e.decide(send).effect is Effect.ALLOW
+    agent.mode = "advisory"
+    assert e.decide(send).effect is Effect.ALLOW  # still inside the cache's lifetime
+    e.invalidate("agt_a")
+    d = e.decide(send)
+    assert (d.effect, d.policy_ids) == (Effect.DENY, ("mode.advisory-read-only",))
+    agent.mode = "executing"
+    agent.review_due = date.today() - timedelta(days=1)
+    clock.now += 6  # past ENTITY_TTL, no invalidation
+    assert e.decide(send).policy_ids == ("review.overdue-read-only",)
+    agent.review_due = date.today() + timedelta(days=9)
+    clock.now += 6
+    assert e.decide(send).effect is Effect.ALLOW
+    agent.status = "suspended"
+    e.invalidate()
+    assert e.decide(send).policy_ids == ("tether:agent-inactive",)
+
+
+def test_a_changed_person_entitlement_changes_the_next_decision(tmp_path):
+    """`context.user` is rebuilt when the person is read again: a revoked entitlement denies at once after."""
+    text = '@id("ent")\npermit (principal, action, resource) when { context.user.entitlements.contains("mail") };\n'
+    ents = {"mail"}
+    e, clock = cached_engine(bundle_dir(tmp_path, text), AGENT, PERSON, ents)
+    assert e.decide(req("mail:read")).effect is Effect.ALLOW
+    ents.clear()
+    clock.now += 6
+    assert e.decide(req("mail:read")).policy_ids == ("tether:default-deny",)
+    ents.add("mail")
+    e.invalidate("per_p")
+    assert e.decide(req("mail:read")).effect is Effect.ALLOW
+
+
+def test_a_resource_whose_attributes_change_under_the_same_id_is_decided_on_its_new_attributes():
+    """Cached entity graphs are keyed by the resource's content, not its id."""
+    AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
+    e = engine()
+    tool = "mcp:call"
+    safe = req(tool, rtype="Tool", attrs={"read_only": True, "destructive": False})
+    risky = req(tool, rtype="Tool", attrs={"read_only": False, "destructive": True})
+    for _ in range(2):
+        assert e.decide(safe).effect is Effect.ALLOW
+        assert e.decide(risky).effect is Effect.APPROVAL_REQUIRED
+    leaving = req("files:share", rtype="DriveItem", facts={"external_recipients": 1})
+    assert e.decide(leaving).effect is Effect.ALLOW
+    secret = req("files:share", rtype="DriveItem", sensitivity="highly_confidential", facts={"external_recipients": 1})
+    assert e.decide(secret).policy_ids == ("external.highly-confidential-never",)
+
+
+def test_the_size_limit_counts_the_whole_context_even_when_the_slice_reads_none_of_it(tmp_path):
+    """A slice that reads no context still refuses a request whose context is too large."""
+    e = engine(bundle_dir(tmp_path, '@id("p")\npermit (principal, action, resource);\n'))
+    assert e.bundle.slice_for("mail:read", "MailMessage", "r1").context == "{{}}"
+    assert e.decide(req("mail:read")).effect is Effect.ALLOW
+    huge = req("mail:read", scopes=["mail:read", *[f"x:{i}" for i in range(20000)]])
+    assert e.decide(huge).policy_ids == ("tether:request-too-large",)
+
+
+def test_a_context_cedar_refuses_is_refused_even_where_the_slice_does_not_read_it(tmp_path):
+    """Numbers beyond Cedar's Long, or a lone surrogate, deny as they did when the full context was sent."""
+    e = engine(
+        bundle_dir(tmp_path, '@id("p")\npermit (principal, action, resource) when { context.approved == false };\n')
+    )
+    assert e.decide(req("mail:read")).effect is Effect.ALLOW
+    for r in (
+        req("mail:read", usage={"bytes": 2**64}),
+        req("mail:read", facts={"size": -(2**63) - 1}),
+        DecisionRequest(
+            "agt_a",
+            "per_p",
+            ("agt_\ud800",),
+            "tsk_1",
+            frozenset({"mail:read"}),
+            "mail:read",
+            Resource("MailMessage", "r1", "test"),
+        ),
+    ):
+        d, ref = e.decide(r), unsliced(e, r, frozenset(), False)
+        assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids) == (Effect.DENY, ("tether:default-deny",))
+    fine = req("mail:read", usage={"bytes": 2**63 - 1}, facts={"size": -(2**63)})
+    assert e.decide(fine).effect is Effect.ALLOW

@@ -1,0 +1,126 @@
+"""The request context Cedar sees, sent with only the parts a slice can read.
+
+Cedar parses the context JSON on every call, and that parse is most of the cost of a
+decision on a small slice. Each slice therefore gets its own context *template*: the
+attributes its policies read (`context.task.scopes`, `context.user.id` …) are found once,
+when the slice is built, by walking the policies' EST; the template renders only those.
+A policy that uses `context` other than through attribute access (`context == {…}`) gets
+the whole record. Attributes a slice never reads cannot change its answer, so the
+decision is the one the full context would give.
+
+The full context is still rendered on every call (it is cheap: pre-serialised pieces put
+into a format string) for the size limit, and it is sent instead of the slim one whenever
+Cedar might refuse it: a number outside Cedar's 64-bit `Long`, or an escaped UTF-16
+surrogate in a string. A request that fails on the full context fails the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+#: The context record, field by field: a leaf names the piece that fills it. The key order
+#: is the order of the full context (byte-identical to `json.dumps` of the same record).
+LAYOUT: dict[str, Any] = {
+    "action": "action",
+    "user": {"id": "user_id", "email": "user_email", "groups": "user_groups", "entitlements": "user_entitlements"},
+    "actors": "actors",
+    "task": {
+        "id": "task_id",
+        "scopes": "task_scopes",
+        "usage": {
+            "items": "usage_items",
+            "bytes": "usage_bytes",
+            "calls": "usage_calls",
+            "external_recipients": "usage_external_recipients",
+        },
+    },
+    "request": {
+        "recipients": "request_recipients",
+        "external_recipients": "request_external_recipients",
+        "size": "request_size",
+        "items": "request_items",
+    },
+    "approved": "approved",
+    "breakglass": "breakglass",
+    "app_only": "app_only",
+    "now": "now",
+    "hour": "hour",
+}
+
+#: A projection: attribute → sub-projection, or None for "the whole value".
+Spec = dict[str, Any] | None
+
+
+def context_reads(policies: Iterable[Mapping[str, Any]]) -> Spec:
+    """The context attributes the policies (EST) can read, as a projection; None = all of it."""
+    paths: list[tuple[str, ...]] = []
+    for est in policies:
+        for cond in est.get("conditions", ()):
+            if _walk(cond.get("body"), paths):
+                return None
+    spec: dict[str, Any] = {}
+    for path in paths:
+        node = spec
+        for i, attr in enumerate(path):
+            if attr in node and node[attr] is None:
+                break  # already whole
+            if i == len(path) - 1:
+                node[attr] = None
+            else:
+                node = node.setdefault(attr, {})
+    return spec
+
+
+def _chain(node: Any) -> tuple[str, ...] | None:
+    """The attribute path of `context.a.b…` (or `context has …`), or None if not rooted at context."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((op, arg),) = node.items()
+        if op == "Var":
+            return () if arg == "context" else None
+        if op in (".", "has") and isinstance(arg, dict):
+            left = _chain(arg.get("left"))
+            if left is not None and isinstance(arg.get("attr"), str):
+                return (*left, arg["attr"])
+    return None
+
+
+def _walk(node: Any, paths: list[tuple[str, ...]]) -> bool:
+    """Collect context paths under `node`; True when the whole context is used as a value."""
+    chain = _chain(node)
+    if chain is not None:
+        if not chain:
+            return True
+        paths.append(chain)
+        return False
+    if isinstance(node, dict):
+        return any(_walk(v, paths) for v in node.values())
+    if isinstance(node, list):
+        return any(_walk(v, paths) for v in node)
+    return False
+
+
+def template(spec: Spec, layout: Mapping[str, Any] = LAYOUT) -> str:
+    """A `str.format_map` template rendering the projection of the context, as `json.dumps` would."""
+    parts = []
+    for key, leaf in layout.items():
+        if spec is not None and key not in spec:
+            continue
+        sub = None if spec is None else spec[key]
+        value = "{" + leaf + "}" if isinstance(leaf, str) else template(sub, leaf)
+        parts.append(json.dumps(key).replace("{", "{{").replace("}", "}}") + ": " + value)
+    return "{{" + ", ".join(parts) + "}}"
+
+
+def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:
+    """The names of the pieces a full context is made of."""
+    out: list[str] = []
+    for leaf in layout.values():
+        out.extend([leaf] if isinstance(leaf, str) else leaves(leaf))
+    return out
+
+
+FULL = template(None)
+
+__all__ = ["FULL", "LAYOUT", "context_reads", "leaves", "template"]
