@@ -233,8 +233,17 @@ def test_approver_approves_and_the_retried_call_succeeds(demo: Demo, browser, sh
     page.goto(f"/console/approvals/{first}")
     assert page.locator("#status").inner_text() == "used"
 
+    page.goto("/console/policies")  # the bundle that held the call, with its policies
+    assert page.locator("#bundle-hash").inner_text() == demo.services.policy.bundle_hash  # type: ignore[union-attr]
+    assert page.locator("#loaded-at").inner_text().endswith(" UTC")
+    held_by = page.locator(f"[data-policy='{HELD_BY}']")
+    assert "forbid" in held_by.inner_text()
+    assert "destructive" in held_by.locator("td").nth(2).inner_text()
+    # the bundle's source is a directory of this machine: kept out of the committed picture
+    page.screenshot(path=str(shots / "policies.png"), full_page=True, mask=[page.locator("#bundle-source")],
+                    mask_color="#e5e7eb")  # fmt: skip
     for name, path in (("dashboard", "/console/"), ("agents", "/console/agents"), ("tasks", "/console/tasks"),
-                       ("policies", "/console/policies"), ("breakglass", "/console/breakglass")):  # fmt: skip
+                       ("breakglass", "/console/breakglass")):  # fmt: skip
         page.goto(path)
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 

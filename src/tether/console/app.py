@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -409,24 +410,22 @@ def _full_verify(services: Services) -> dict[str, Any] | None:
 
 
 def _policy_info(services: Services) -> dict[str, Any]:
-    """What the policy context tells about its loaded bundle (names vary by build; read defensively)."""
-    policy = getattr(services, "policy", None)
-    if policy is None:
-        return {"loaded": False}
-    info: dict[str, Any] = {"loaded": True}
-    describe = getattr(policy, "describe", None) or getattr(policy, "status", None)
-    if callable(describe):
-        try:
-            described = describe()
-            if isinstance(described, dict):
-                info.update(described)
-        except Exception as exc:  # noqa: BLE001 — show the problem instead of failing the page
-            info["errors"] = [f"{type(exc).__name__}: {exc}"]
-    for name in ("bundle_hash", "version", "loaded_at", "source", "last_error", "errors", "policy_ids"):
-        value = getattr(policy, name, None)
-        if value is not None and name not in info and not callable(value):
-            info[name] = value
-    return info
+    """The policy engine's bundle: hash, source, files, when it was loaded, the last reload error, its policies."""
+    engine = services.policy
+    if engine is None:
+        return {"engine": False, "loaded": False}
+    bundle = engine.bundle
+    loaded_at = engine.loaded_at
+    policies = [
+        {"id": p.id, "effect": p.effect, "reason": p.reason, "approver": p.approver, "where": f"{p.file}:{p.line}"}
+        for p in (bundle.policies.values() if bundle is not None else ())
+    ]
+    return {
+        "engine": True, "loaded": bundle is not None, "hash": engine.bundle_hash,
+        "source": bundle.source if bundle is not None else None, "files": list(bundle.files) if bundle else [],
+        "loaded_at": datetime.fromtimestamp(loaded_at, UTC) if loaded_at is not None else None,
+        "last_error": engine.last_error, "policies": sorted(policies, key=lambda p: str(p["id"])),
+    }  # fmt: skip
 
 
 __all__ = ["CSP", "PREFIX", "SECURITY_HEADERS", "create_console"]
