@@ -43,6 +43,8 @@ ENTITY_TTL = 5.0
 #: entity graphs (agent, sponsor, action, resource) kept pre-parsed; the cache is emptied when full
 GRAPH_CACHE = 4096
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1  # Cedar's Long
+_ZEROS = (0, 0, 0, 0)
+_USAGE = ("items", "bytes", "calls", "external_recipients")
 #: length of the full context template with every piece empty
 _FULL_FIXED = len(FULL.format_map(dict.fromkeys(leaves(LAYOUT), "")))
 
@@ -205,6 +207,10 @@ class PolicyEngine:
         lifted: frozenset[str], breakglass: bool,
     ) -> Decision:  # fmt: skip
         pol = bundle.policies
+        if permits and not forbids and not errored:  # the common allow: nothing to lift or weigh
+            ids = tuple(sorted(permits))
+            return Decision(new_id("dec"), Effect.ALLOW, ids, tuple(pol[p].reason or p for p in ids), (), None,
+                            bundle.hash)  # fmt: skip
         satisfied = sorted(set(forbids) | {e for e in errored if e in pol})
         lifts: set[str] = set()
         for fid in satisfied:
@@ -394,20 +400,22 @@ class PolicyEngine:
     ) -> tuple[dict[str, str], bool] | None:
         """Each context field as JSON text, and whether Cedar might refuse one (see `context`)."""
         f = req.facts
-        recipients = f.get("recipients", 0)
-        if isinstance(recipients, list | tuple):
-            recipients = len(recipients)
-        try:
-            facts = (
-                int(recipients or 0),
-                int(f.get("external_recipients", 0) or 0),
-                int(f.get("size", 0) or 0),
-                int(f.get("items", 0) or 0),
-            )
-        except (TypeError, ValueError):
-            return None
+        facts: tuple[int, ...] = _ZEROS
+        if f:
+            recipients = f.get("recipients", 0)
+            if isinstance(recipients, list | tuple):
+                recipients = len(recipients)
+            try:
+                facts = (
+                    int(recipients or 0),
+                    int(f.get("external_recipients", 0) or 0),
+                    int(f.get("size", 0) or 0),
+                    int(f.get("items", 0) or 0),
+                )
+            except (TypeError, ValueError):
+                return None
         u = req.usage
-        usage = tuple(int(u.get(k, 0) or 0) for k in ("items", "bytes", "calls", "external_recipients"))
+        usage = tuple(int(u.get(k, 0) or 0) for k in _USAGE) if u else _ZEROS
         second = int(time.time())
         if second != self._second:
             self._time_pieces = (str(second), str(second // 3600 % 24))
@@ -469,14 +477,32 @@ class PolicyEngine:
         }
 
 
-def _evaluate(request: dict[str, Any], sl: Slice, entities: Any) -> tuple[list[str], list[Any]]:
+#: parsed diagnostics by their JSON text (see `_evaluate`)
+_DIAGNOSTICS: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+
+
+def _evaluate(request: dict[str, Any], sl: Slice, entities: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """One Cedar evaluation of the slice: (every satisfied policy id, evaluation errors).
 
     Calls the extension directly with the context already serialised: cedarpy's wrapper
-    would serialise the context again and build result objects we do not need.
+    would serialise the context again and build result objects we do not need. Cedar's
+    answer is `{"decision", "correlation_id", "diagnostics", "metrics"}` and only the metrics
+    (timings) differ between equal outcomes, so the text from `"diagnostics":` to the last
+    `,"metrics":` is parsed once per distinct value. Answers with errors are not kept.
     """
-    diag = json.loads(_internal.is_authorized(request, sl.policies, entities, None, False)).get("diagnostics", {})
-    return diag.get("reason", []), diag.get("errors", [])  # a request Cedar cannot build has no reasons
+    raw = _internal.is_authorized(request, sl.policies, entities, None, False)
+    start, end = raw.find('"diagnostics":'), raw.rfind(',"metrics":')
+    key = raw[start:end] if 0 <= start < end else raw
+    found = _DIAGNOSTICS.get(key)
+    if found is None:
+        diag = json.loads(raw).get("diagnostics", {})
+        # a request Cedar cannot build has errors and no reasons
+        found = (tuple(diag.get("reason", ())), tuple(diag.get("errors", ())))
+        if not found[1] and key is not raw:
+            if len(_DIAGNOSTICS) >= 1024:
+                _DIAGNOSTICS.clear()
+            _DIAGNOSTICS[key] = found
+    return found
 
 
 def _authorize(request: dict[str, Any], policies: Any, entities: Any) -> tuple[str, list[str], list[Any]]:
