@@ -113,10 +113,10 @@ def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_
         from tether.audit.model import Receipt
 
         class Memory:  # diagnosis only: the enforcement step without the durable audit writes
-            async def record_many(self, events: Any) -> list[Any]:
+            async def record_many(self, events: Any, **_: Any) -> list[Any]:
                 return [Receipt(0, e.id or "", "") for e in events]
 
-            async def record(self, event: Any) -> Any:
+            async def record(self, event: Any, **_: Any) -> Any:
                 return Receipt(0, event.id or "", "")
 
             def keyed_digest(self, data: bytes) -> str:

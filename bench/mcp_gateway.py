@@ -55,8 +55,6 @@ def run_echo(port: int) -> None:
 
 def run_tether(workdir: Path, port: int, upstream: str) -> None:
     import hashlib
-    import hmac
-    import secrets
     from datetime import timedelta
 
     import uvicorn
@@ -66,7 +64,6 @@ def run_tether(workdir: Path, port: int, upstream: str) -> None:
     import tether.policy as policy_pkg
     from tether.api.app import create_app
     from tether.api.wiring import build_services
-    from tether.audit.chain import append
     from tether.audit.model import Receipt
     from tether.config import Settings
     from tether.gateway._enforce import Enforcer
@@ -139,62 +136,16 @@ def run_tether(workdir: Path, port: int, upstream: str) -> None:
     if os.environ.get("BENCH_AUDIT") == "memory":  # diagnosis only: what the gateway costs without the fsyncs
 
         class Memory:
-            async def record_many(self, events: Any) -> list[Receipt]:
+            async def record_many(self, events: Any, **_: Any) -> list[Receipt]:
                 return [Receipt(0, e.id or "", "") for e in events]
 
-            async def record(self, event: Any) -> Receipt:
+            async def record(self, event: Any, **_: Any) -> Receipt:
                 return Receipt(0, event.id or "", "")
 
             def keyed_digest(self, data: bytes) -> str:
                 return hashlib.sha256(data).hexdigest()
 
         services.audit = Memory()  # type: ignore[assignment]
-    if getattr(services, "audit", None) is None:  # the audit writer has not landed: group commit to the real chain
-
-        class GroupCommit:
-            def __init__(self) -> None:
-                self.key = secrets.token_bytes(32)
-                self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Receipt]]]] | None = None
-
-            def _write(self, batch: list[Any]) -> list[Receipt]:
-                with services.db.write() as conn:
-                    recs = append(conn, batch)
-                return [Receipt(r.seq, r.id, r.hash) for r in recs]
-
-            async def _run(self) -> None:
-                assert self.queue is not None
-                while True:
-                    items = [await self.queue.get()]
-                    while not self.queue.empty() and len(items) < 256:
-                        items.append(self.queue.get_nowait())
-                    events = [e for evs, _ in items for e in evs]
-                    try:
-                        receipts = await asyncio.to_thread(self._write, events)
-                    except Exception as exc:  # noqa: BLE001
-                        for _, fut in items:
-                            fut.set_exception(exc)
-                        continue
-                    i = 0
-                    for evs, fut in items:
-                        fut.set_result(receipts[i : i + len(evs)])
-                        i += len(evs)
-
-            async def record_many(self, events: Any) -> list[Receipt]:
-                if self.queue is None:
-                    self.queue = asyncio.Queue()
-                    asyncio.get_running_loop().create_task(self._run())
-                fut: asyncio.Future[list[Receipt]] = asyncio.get_running_loop().create_future()
-                await self.queue.put((list(events), fut))
-                return await fut
-
-            async def record(self, event: Any) -> Receipt:
-                return (await self.record_many([event]))[0]
-
-            def keyed_digest(self, data: bytes) -> str:
-                return hmac.new(self.key, data, hashlib.sha256).hexdigest()
-
-        services.audit = GroupCommit()  # type: ignore[attr-defined]
-
     services.enforcer = Enforcer(policy=services.policy, audit=services.audit, approvals=services.approvals,  # type: ignore[attr-defined]
                                  metrics=services.metrics)  # fmt: skip
     ident = services.identity

@@ -2,116 +2,35 @@
 (`mcp-server-git` on temporary repositories, over stdio), task tokens signed by Tether's own
 key ring, the real `Enforcer` and the real `ApprovalService`.
 
-While the policy and audit contexts have not landed, two small stand-ins take their place:
-`RulePolicy` (a few rules with the PolicyEngine's `decide` signature: scope check, writes need
-approval, only the declared repository, destructive tools need approval) and `ChainAudit`
-(events appended to the real hash chain in a write transaction). The types the enforcer
-imports from `tether.policy` are the approvals tests' stand-ins with the agreed fields.
+The policy is the real Cedar engine on the default pack plus one workspace rule (or allow-all for
+the conformance runs); audit is the real writer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import tether.policy as _policy_pkg
-from tests import approvals_world as aw
 from tests.approvals_world import new_task
 from tests.conftest import free_port
 from tests.http_gateway_world import Served
 from tether.api.wiring import Services, build_services
-from tether.audit.chain import append
-from tether.audit.model import Event, Receipt
 from tether.config import Settings
 from tether.gateway._enforce import Enforcer
 from tether.types import new_id
-
-if not hasattr(_policy_pkg, "DecisionRequest"):  # the policy context has not landed: agreed shapes
-    _policy_pkg.DecisionRequest = aw.DecisionRequest  # type: ignore[attr-defined]
-    _policy_pkg.Decision = aw.Decision  # type: ignore[attr-defined]
-    _policy_pkg.Effect = aw.Effect  # type: ignore[attr-defined]
-    _policy_pkg.Resource = aw.Resource  # type: ignore[attr-defined]
 
 GIT = str(Path(sys.executable).parent / "mcp-server-git")
 ACTIONS = ["git:read", "git:write", "mcp:call", "mcp:read"]
 WRITE_RULE = "code.write-needs-approval"  # the default pack's forbid for git:write
 WORKSPACE_RULE = "git.only-workspace"  # the tests' extra forbid: only the workspace repository
 READ_TOOLS = ("git_status", "git_log", "git_diff_unstaged", "git_diff_staged", "git_show", "git_branch", "git_diff")
-
-
-class RulePolicy:
-    """Stand-in for tether.policy.PolicyEngine (same `decide`), with the rules the tests need."""
-
-    bundle_hash = "test-rules"
-
-    def __init__(self, repo: str, *, allow_all: bool = False) -> None:
-        self.repo = repo
-        self.allow_all = allow_all
-        self.requests: list[Any] = []
-
-    def decide(self, req: Any, *, lifted_forbids: frozenset[str] = frozenset(), breakglass: bool = False) -> Any:
-        from tether.policy import Decision, Effect
-
-        self.requests.append(req)
-
-        def out(effect: Any, pid: str, reason: str, forbids: tuple[str, ...] = ()) -> Any:
-            lifted = tuple(lifted_forbids & set(forbids))
-            return Decision(id=new_id("dec"), effect=effect, policy_ids=(pid,), reasons=(reason,), forbid_ids=forbids,
-                            approver="sponsor", bundle=self.bundle_hash, lifted=lifted)  # fmt: skip
-
-        if req.action not in req.scopes:
-            return out(Effect.DENY, "tether:scope", "the task was not granted this action")
-        if self.allow_all:
-            return out(Effect.ALLOW, "allow-all", "everything is allowed (conformance runs)")
-        r = req.resource
-        if r.type == "Repository" and r.id != self.repo:
-            return out(Effect.DENY, WORKSPACE_RULE, "agents may only touch the workspace repository")
-        forbids: list[tuple[str, str]] = []
-        if req.action == "git:write":
-            forbids.append((WRITE_RULE, "commits need the sponsor's approval"))
-        if r.type == "Tool" and r.attrs.get("destructive") and not r.attrs.get("read_only"):
-            forbids.append(("mcp.destructive-tool-needs-approval", "destructive tools need approval"))
-        unlifted = [f for f in forbids if f[0] not in lifted_forbids]
-        if unlifted:
-            return out(Effect.APPROVAL_REQUIRED, unlifted[0][0], unlifted[0][1], tuple(f[0] for f in forbids))
-        d = out(Effect.ALLOW, "permit-scoped", "scoped actions are permitted", tuple(f[0] for f in forbids))
-        return d
-
-
-class ChainAudit:
-    """Stand-in for services.audit: durable appends to the real chain (one write transaction each)."""
-
-    def __init__(self, services: Services) -> None:
-        self.db = services.db
-        self.key = secrets.token_bytes(32)
-
-    def _append(self, events: Sequence[Event]) -> list[Receipt]:
-        with self.db.write() as conn:
-            records = append(conn, list(events))
-        return [Receipt(r.seq, r.id, r.hash) for r in records]
-
-    async def record(self, event: Event) -> Receipt:
-        return (await asyncio.to_thread(self._append, [event]))[0]
-
-    async def record_many(self, events: Sequence[Event], *, content: Sequence[Any] = ()) -> list[Receipt]:
-        return await asyncio.to_thread(self._append, events)
-
-    def record_sync(self, events: Sequence[Event]) -> list[Receipt]:
-        return self._append(events)
-
-    def keyed_digest(self, data: bytes) -> str:
-        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
 
 
 def git_repo(path: Path) -> Path:
@@ -205,12 +124,10 @@ def write_config(path: Path, servers: Mapping[str, Any], **top: Any) -> Path:
     return path
 
 
-def policy_dir(tmp: Path, repo: Path, allow_all: bool) -> Path | None:
+def policy_dir(tmp: Path, repo: Path, allow_all: bool) -> Path:
     """A Cedar bundle for the real engine: the default pack plus the workspace rule, or allow-all."""
-    try:
-        from tether.policy.engine import DEFAULT_PACK
-    except ImportError:
-        return None
+    from tether.policy.engine import DEFAULT_PACK
+
     d = tmp / "policies"
     d.mkdir()
     if allow_all:
@@ -240,10 +157,9 @@ def build_world(tmp: Path, db_url: str, *, servers: Mapping[str, Any] | None = N
     settings = Settings(data_dir=tmp / "data", database_url=db_url, port=port, public_url=f"http://127.0.0.1:{port}",
                         gateway_config=config_path, policy_dir=policy_dir(tmp, repo, allow_all))  # fmt: skip
     services = build_services(settings, migrate=False)
-    real = getattr(services, "policy", None)
-    policy: Any = real if real is not None else RulePolicy(str(repo), allow_all=allow_all)
-    audit = getattr(services, "audit", None) or ChainAudit(services)
-    services.enforcer = Enforcer(policy=policy, audit=audit, approvals=services.approvals, metrics=services.metrics)
+    policy = services.policy
+    services.enforcer = Enforcer(policy=policy, audit=services.audit, approvals=services.approvals,
+                                 metrics=services.metrics)  # fmt: skip
     ident = services.identity
     sponsor = ident.create_person("system", email="sponsor@example.com", name="Sam", roles=["approver"],
                                   entitlements=ACTIONS, subject="sponsor")  # fmt: skip

@@ -4,7 +4,11 @@
                                  within WINDOW), one write transaction, chain.append, COMMIT
                    ◄── future resolved with the Receipt once that commit (one fsync) is done
 
-Callers wait only for their own batch. If the transaction fails, every caller in that
+Callers wait only for their own batch. Records that nothing waits on before an effect (a
+call's outcome, written after its answer has left) are `lazy`: they still return only once
+durable, but they ride in the next commit someone needs at once, or are committed on their own
+after LAZY_WINDOW — so an outcome never costs the next call's decision an fsync of its own.
+ If the transaction fails, every caller in that
 batch gets `Unavailable` and nothing of the batch is stored (one transaction); the next
 batch tries again, so writing resumes when the store returns. The writer is a thread, not
 a task, so a slow fsync never stalls the event loop the gateways run on.
@@ -34,12 +38,13 @@ log = get_logger("tether.audit")
 MAX_BATCH = 512
 WINDOW = 0.002  # at most this long the writer lingers for more events once it has one
 GAP = 0.0003  # …and stops lingering when none arrived for this long
+LAZY_WINDOW = 0.005  # a batch of only lazy records waits this long for an urgent one to ride with
 
 
 class _Job:
     """Events to chain (and content rows to seal) in the next batch; resolved on commit."""
 
-    __slots__ = ("content", "events", "future", "loop")
+    __slots__ = ("content", "events", "future", "lazy", "loop")
 
     def __init__(
         self,
@@ -47,10 +52,12 @@ class _Job:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         content: list[tuple[str, dict[str, Any]]] | None = None,
+        lazy: bool = False,
     ) -> None:
         self.events = events
         self.content = content
         self.loop = loop
+        self.lazy = lazy or not events  # content-only jobs never hurry a commit
         # an asyncio future for callers on an event loop (resolved in one hop per batch), else a thread future
         self.future: asyncio.Future[list[Receipt]] | Future[list[Receipt]] | None = (
             None if not events else (loop.create_future() if loop is not None else Future())
@@ -76,8 +83,10 @@ class AuditLog:
         on_commit: Callable[[int], None] | None = None,
         prompt_mode: str = "digest",
         content_key: bytes | None = None,
+        lazy_window: float = LAZY_WINDOW,
     ) -> None:
         self.db = db
+        self.lazy_window = lazy_window
         self._digest_key = digest_key
         self.prompt_mode = prompt_mode
         self._content_key = content_key
@@ -89,17 +98,18 @@ class AuditLog:
 
     # ------------------------------------------------------------------ API
 
-    async def record(self, event: Event) -> Receipt:
-        return (await self.record_many([event]))[0]
+    async def record(self, event: Event, *, lazy: bool = False) -> Receipt:
+        return (await self.record_many([event], lazy=lazy))[0]
 
     async def record_many(
-        self, events: Sequence[Event], *, content: Sequence[tuple[str, dict[str, Any]]] = ()
+        self, events: Sequence[Event], *, content: Sequence[tuple[str, dict[str, Any]]] = (), lazy: bool = False
     ) -> list[Receipt]:
         """Append `events` (contiguous in the chain); returns once they are durable.
 
         `content` rows (event id, document) go to the sealed content store in the same commit.
+        `lazy`: no effect waits on these records, so they may wait up to LAZY_WINDOW for company.
         """
-        job = self._submit(events, asyncio.get_running_loop(), content)
+        job = self._submit(events, asyncio.get_running_loop(), content, lazy=lazy)
         fut = job.future
         assert isinstance(fut, asyncio.Future)
         return await fut
@@ -157,12 +167,14 @@ class AuditLog:
         events: Sequence[Event],
         loop: asyncio.AbstractEventLoop | None,
         content: Sequence[tuple[str, dict[str, Any]]] = (),
+        *,
+        lazy: bool = False,
     ) -> _Job:
         if not events:
             raise ValueError("nothing to record")
         self._ensure_thread()
         rows = list(content) if content and self._content_key is not None else None
-        job = _Job(events, loop=loop, content=rows)
+        job = _Job(events, loop=loop, content=rows, lazy=lazy)
         self._queue.put(job)
         return job
 
@@ -183,17 +195,24 @@ class AuditLog:
                 return
             jobs = [first]
             count = len(first.events)
+            urgent = 0 if first.lazy else 1
             # Group commit: take whatever is waiting. Linger for more (up to WINDOW, while arrivals keep
             # coming at least every GAP) only when the last batch showed concurrent callers: a lone
-            # caller never waits for company that is not coming.
-            deadline = time.monotonic() + WINDOW
+            # caller never waits for company that is not coming. A batch of only lazy records waits up
+            # to LAZY_WINDOW for an urgent one, and is committed with it.
+            start = time.monotonic()
+            deadline = start + WINDOW
+            lazy_deadline = start + self.lazy_window
             while count < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
-                    if not linger:
-                        break
-                    remaining = min(deadline - time.monotonic(), GAP)
+                    if urgent:
+                        if not linger:
+                            break
+                        remaining = min(deadline - time.monotonic(), GAP)
+                    else:
+                        remaining = lazy_deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     try:
@@ -205,7 +224,11 @@ class AuditLog:
                     break
                 jobs.append(nxt)
                 count += len(nxt.events)
-            linger = len(jobs) > 1
+                if not nxt.lazy:
+                    if not urgent:
+                        deadline = time.monotonic() + WINDOW
+                    urgent += 1
+            linger = urgent > 1
             try:
                 self._commit(jobs)
             except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
