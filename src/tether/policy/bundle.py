@@ -21,7 +21,7 @@ import cedarpy
 
 from tether import actions as catalogue
 from tether.errors import ValidationFailed
-from tether.policy.context import context_reads, template
+from tether.policy.context import context_reads, flatten, template
 from tether.policy.schema import RESOURCE_TYPES, schema_json
 
 APPROVER_RE = re.compile(r"^(sponsor|person|not-self|group:[A-Za-z0-9_.-]{1,100})$")
@@ -80,9 +80,10 @@ class Slice:
     """
 
     ids: tuple[str, ...]
-    policies: Any  # cedarpy PolicySet, every policy a permit
+    policies: Any  # cedarpy PolicySet, every policy a permit, reading the context `context` renders
     forbids: frozenset[str]
-    context: str  # str.format_map template of the context attributes the slice reads
+    context: str  # str.format_map template of the context attributes the slice reads (flat if it can be)
+    plain: Any  # the same policies as written, for the full context (see tether.policy.context)
 
 
 @dataclass
@@ -119,13 +120,15 @@ class Bundle:
         if found is None:
             if len(self._evaluations) > 10_000:
                 self._evaluations.clear()
-            as_permits = {i: {**self.policies[i].est, "effect": "permit"} for i in ids}
-            doc = {"staticPolicies": as_permits, "templates": {}, "templateLinks": []}
+            as_permits = [{**self.policies[i].est, "effect": "permit"} for i in ids]
+            plain = _policy_set(ids, as_permits)
+            flat = flatten(as_permits)
             found = self._evaluations[ids] = Slice(
                 ids=ids,
-                policies=cedarpy.PolicySet.from_json_str(json.dumps(doc)),
+                policies=plain if flat is None else _policy_set(ids, flat[0]),
                 forbids=frozenset(i for i in ids if self.policies[i].effect == "forbid"),
-                context=template(context_reads(self.policies[i].est for i in ids)),
+                context=template(context_reads(as_permits)) if flat is None else flat[1],
+                plain=plain,
             )
         return found
 
@@ -164,8 +167,13 @@ class Bundle:
         return generic + tuple(extra) if extra else generic
 
     def policy_set_of(self, ids: Iterable[str]) -> Any:
-        doc = {"staticPolicies": {i: self.policies[i].est for i in ids}, "templates": {}, "templateLinks": []}
-        return cedarpy.PolicySet.from_json_str(json.dumps(doc))
+        ids = list(ids)
+        return _policy_set(ids, [self.policies[i].est for i in ids])
+
+
+def _policy_set(ids: Iterable[str], ests: Iterable[dict[str, Any]]) -> Any:
+    doc = {"staticPolicies": dict(zip(ids, ests, strict=True)), "templates": {}, "templateLinks": []}
+    return cedarpy.PolicySet.from_json_str(json.dumps(doc))
 
 
 def _statements(text: str) -> list[int]:

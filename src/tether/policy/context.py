@@ -8,6 +8,14 @@ A policy that uses `context` other than through attribute access (`context == {â
 the whole record. Attributes a slice never reads cannot change its answer, so the
 decision is the one the full context would give.
 
+Where it can, a slice goes further and reads a *flat* record: its policies are rewritten
+so that each attribute chain `context.task.usage.items` becomes one attribute
+`context["task.usage.items"]`, and `context.task has usage` becomes the constant it always
+is (the record's shape is fixed). Cedar builds a record per nesting level of the context,
+so a flat one costs it less. A slice is left nested when a chain leaves the fixed shape
+(an attribute Tether does not set, or one read through a set or a string), so a flat key
+can never meet an attribute name a policy spells with a dot.
+
 The full context is still rendered on every call (it is cheap: pre-serialised pieces put
 into a format string) for the size limit, and it is sent instead of the slim one whenever
 Cedar might refuse it: a number outside Cedar's 64-bit `Long`, or an escaped UTF-16
@@ -95,6 +103,8 @@ def _walk(node: Any, paths: list[tuple[str, ...]]) -> bool:
         paths.append(chain)
         return False
     if isinstance(node, dict):
+        if "Value" in node and len(node) == 1:
+            return False  # a literal
         return any(_walk(v, paths) for v in node.values())
     if isinstance(node, list):
         return any(_walk(v, paths) for v in node)
@@ -113,6 +123,76 @@ def template(spec: Spec, layout: Mapping[str, Any] = LAYOUT) -> str:
     return "{{" + ", ".join(parts) + "}}"
 
 
+SEP = "."
+
+
+class _Nested(Exception):
+    """The slice cannot be flattened: leave it as it is."""
+
+
+def flatten(policies: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
+    """The policies (EST) rewritten to read a flat context, and that context's template; None if not possible."""
+    keys: dict[tuple[str, ...], None] = {}
+    try:
+        rewritten = [_flat(dict(est), keys) for est in policies]
+    except _Nested:
+        return None
+    parts = []
+    for path in keys:
+        node = _at(path)
+        value = "{" + node + "}" if isinstance(node, str) else template(None, node)
+        parts.append(json.dumps(SEP.join(path)).replace("{", "{{").replace("}", "}}") + ": " + value)
+    return rewritten, "{{" + ", ".join(parts) + "}}"
+
+
+def _dots(node: Any) -> tuple[str, ...] | None:
+    """The path of a pure `context.a.bâ€¦` chain (() for `context` itself), else None."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((op, arg),) = node.items()
+        if op == "Var":
+            return () if arg == "context" else None
+        if op == "." and isinstance(arg, dict) and isinstance(arg.get("attr"), str):
+            left = _dots(arg.get("left"))
+            return None if left is None else (*left, arg["attr"])
+    return None
+
+
+def _at(path: tuple[str, ...]) -> Any:
+    """The LAYOUT node at `path` (a piece name or a record); _Nested if the path leaves the shape."""
+    node: Any = LAYOUT
+    for attr in path:
+        if not isinstance(node, dict) or attr not in node:
+            raise _Nested
+        node = node[attr]
+    return node
+
+
+def _flat(node: Any, keys: dict[tuple[str, ...], None]) -> Any:
+    if isinstance(node, list):
+        return [_flat(v, keys) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        ((op, arg),) = node.items()
+        if op == "Value":
+            return node  # a literal: nothing in it reads the context
+        path = _dots(node)
+        if path == ():
+            raise _Nested  # the whole context as a value
+        if path is not None:
+            _at(path)
+            keys[path] = None
+            return {".": {"left": {"Var": "context"}, "attr": SEP.join(path)}}
+        if op == "has" and isinstance(arg, dict) and isinstance(arg.get("attr"), str):
+            prefix = _dots(arg.get("left"))
+            if prefix is not None:
+                record = _at(prefix)
+                if not isinstance(record, dict):
+                    raise _Nested  # `has` on a string or set: leave Cedar its own answer
+                return {"Value": arg["attr"] in record}
+    return {k: _flat(v, keys) for k, v in node.items()}
+
+
 def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:
     """The names of the pieces a full context is made of."""
     out: list[str] = []
@@ -123,4 +203,4 @@ def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:
 
 FULL = template(None)
 
-__all__ = ["FULL", "LAYOUT", "context_reads", "leaves", "template"]
+__all__ = ["FULL", "LAYOUT", "SEP", "context_reads", "flatten", "leaves", "template"]

@@ -27,7 +27,7 @@ from cedarpy import _internal
 
 from tether import actions as catalogue
 from tether.log import get_logger
-from tether.policy.bundle import DEFAULT_PACK, Bundle, BundleError, Slice, load_bundle
+from tether.policy.bundle import DEFAULT_PACK, Bundle, BundleError, load_bundle
 from tether.policy.context import FULL, LAYOUT, leaves
 from tether.policy.model import SENSITIVITY, Decision, DecisionRequest, Effect
 from tether.policy.schema import RESOURCE_TYPES
@@ -194,9 +194,10 @@ class PolicyEngine:
             "principal": {"type": "Agent", "id": req.agent_id},
             "action": {"type": "Action", "id": req.action},
             "resource": {"type": req.resource.type, "id": req.resource.id},
-            "context": context,
+            "context": context[0],
         }
-        satisfied, errors = _evaluate(request, sl, self._graph(req, principal, level))
+        policies = sl.plain if context[1] else sl.policies
+        satisfied, errors = _evaluate(request, policies, self._graph(req, principal, level))
         errored = {p for p in map(_error_policy, errors) if p}
         forbids = sl.forbids
         permits = [r for r in satisfied if r not in forbids]
@@ -372,8 +373,10 @@ class PolicyEngine:
             self._action_json[action] = cached
         return cached
 
-    def _context(self, req: DecisionRequest, user: User, approved: bool, breakglass: bool, slim: str) -> str | None:
-        """The context for the slice as JSON text; None if the facts are unusable or too large.
+    def _context(
+        self, req: DecisionRequest, user: User, approved: bool, breakglass: bool, slim: str
+    ) -> tuple[str, bool] | None:
+        """(the context for the slice as JSON text, whether it is the full one); None if unusable or too large.
 
         The size limit applies to the full context, whatever the slice reads. Its length is
         the template's fixed part plus its pieces (each piece appears once), so it is not rendered.
@@ -385,7 +388,7 @@ class PolicyEngine:
         if _FULL_FIXED + sum(map(len, pieces.values())) > MAX_FACTS_BYTES:
             return None
         # Cedar may refuse an unusual context: then it sees all of it, and fails as it always did.
-        return FULL.format_map(pieces) if unusual else slim.format_map(pieces)
+        return (FULL.format_map(pieces), True) if unusual else (slim.format_map(pieces), False)
 
     def _full_context(self, req: DecisionRequest, user: User, approved: bool, breakglass: bool) -> str | None:
         """The whole context record as JSON text: `json.dumps` of it, byte for byte."""
@@ -481,7 +484,7 @@ class PolicyEngine:
 _DIAGNOSTICS: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
 
-def _evaluate(request: dict[str, Any], sl: Slice, entities: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+def _evaluate(request: dict[str, Any], policies: Any, entities: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """One Cedar evaluation of the slice: (every satisfied policy id, evaluation errors).
 
     Calls the extension directly with the context already serialised: cedarpy's wrapper
@@ -490,7 +493,7 @@ def _evaluate(request: dict[str, Any], sl: Slice, entities: Any) -> tuple[tuple[
     (timings) differ between equal outcomes, so the text from `"diagnostics":` to the last
     `,"metrics":` is parsed once per distinct value. Answers with errors are not kept.
     """
-    raw = _internal.is_authorized(request, sl.policies, entities, None, False)
+    raw = _internal.is_authorized(request, policies, entities, None, False)
     start, end = raw.find('"diagnostics":'), raw.rfind(',"metrics":')
     key = raw[start:end] if 0 <= start < end else raw
     found = _DIAGNOSTICS.get(key)

@@ -120,3 +120,35 @@ def test_the_full_context_is_json_dumps_of_the_record_byte_for_byte(
     assert record["hour"] == record["now"] // 3600 % 24
     # the size limit counts the full record, whatever the slice sends
     assert e._context(r, user, approved, breakglass, template({})) is not None
+
+
+def test_flatten_turns_attribute_chains_into_flat_keys_and_has_into_constants():
+    """`context.a.b` reads `context["a.b"]`; `has` on the fixed shape is the constant it always is."""
+    from tether.policy.context import flatten
+
+    condition = "context.task.usage.items > 1 && context has task && !(context.task has nothing)"
+    policies, tmpl = flatten([est(condition + " && context.task.usage == {}")])
+    body = json.dumps(policies[0]["conditions"])
+    assert '"attr": "task.usage.items"' in body
+    assert '"attr": "task.usage"' in body
+    assert '{"Value": true}' in body
+    assert '{"Value": false}' in body
+    pieces = {name: str(n) for n, name in enumerate(_leaf_names())}
+    flat = json.loads(tmpl.format_map(pieces))
+    full = json.loads(FULL.format_map(pieces))
+    assert flat == {"task.usage.items": full["task"]["usage"]["items"], "task.usage": full["task"]["usage"]}
+
+
+def test_a_slice_that_leaves_the_fixed_shape_stays_nested():
+    """Unknown attributes, dotted names, `has` on a string, the whole context: no flattening."""
+    from tether.policy.context import flatten
+
+    for condition in (
+        'context["task.usage"] > 1',
+        "context.task.idx == 1",
+        "context.task.id has x",
+        "context.task.scopes.x == 1",
+        "context == context",
+    ):
+        assert flatten([est(condition)]) is None, condition
+    assert flatten([est('"context" == "x"')]) is not None

@@ -218,6 +218,9 @@ TEMPLATES = [
     '@id("{i}")\n@obligation("approval")\nforbid (principal, action, resource is Tool) '
     "when {{ resource.destructive && context.task.usage == context.task.usage }};",
     '@id("{i}")\npermit (principal, action == Action::"{a}", resource) when {{ context != context || {n} < 2 }};',
+    '@id("{i}")\nforbid (principal, action in Action::"{g}", resource) '
+    "when {{ context.request has bogus || (context has task.usage && !(context has task.nothing) && {n} > 1) }};",
+    '@id("{i}")\npermit (principal, action, resource is {t}) when {{ context.user.groups.contains("staff") }};',
 ]
 
 
@@ -387,3 +390,11 @@ def test_a_context_cedar_refuses_is_refused_even_where_the_slice_does_not_read_i
         assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids) == (Effect.DENY, ("tether:default-deny",))
     fine = req("mail:read", usage={"bytes": 2**63 - 1}, facts={"size": -(2**63)})
     assert e.decide(fine).effect is Effect.ALLOW
+    # a surrogate pair (an emoji) is escaped the same way, and Cedar takes it: decided as usual
+    AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
+    pack = engine()
+    emoji = DecisionRequest("agt_a", "per_p", ("agt_\U0001f600",), "tsk_\U0001f600", frozenset({"mail:read"}),
+                            "mail:read", Resource("MailMessage", "r1", "test"), {}, {"items": 600})  # fmt: skip
+    d, ref = pack.decide(emoji), unsliced(pack, emoji, frozenset(), False)
+    assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids)
+    assert d.policy_ids == ("budget.bulk-read-needs-approval",)
