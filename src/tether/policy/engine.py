@@ -1,8 +1,10 @@
 """The policy decision point: Cedar on a sliced, pre-parsed policy set, plus Tether's rules.
 
     decide(req) ─ code checks (action known, scope ⊆ task grant, agent and person active)
-               ─ entities from the identity cache + the request
-               ─ Cedar on the slice for (action, resource type)
+               ─ entities: a pre-parsed Cedar graph of agent, sponsor, action and resource,
+                 built from the identity cache + the request and kept by content
+               ─ context: only the attributes the slice reads (`tether.policy.context`)
+               ─ Cedar, once, on the slice for (action, resource type, resource)
                ─ obligations: approval / break-glass lifting, evaluation errors as forbids
                ─ Decision (id, effect, deciding @ids and @reasons, bundle hash)
 
@@ -10,6 +12,11 @@ Cedar evaluates every policy it is given, so each request gets only the slice wh
 can match its action and resource type (a policy with an open scope is in every slice).
 Nothing here raises on a bad request: it is denied with a reason. The bundle is swapped
 atomically; a bad bundle is refused and the running one stays.
+
+What a decision costs is mostly Cedar parsing its inputs, so nothing is parsed twice: the
+policies once per slice, the entities once per distinct (agent, sponsor, action, resource),
+and the context is cut to what the slice reads. The slice is evaluated with every policy as
+a permit so that one pass reports every satisfied policy (see `Slice`).
 """
 
 from __future__ import annotations
@@ -306,16 +313,7 @@ class PolicyEngine:
     def _graph(self, req: DecisionRequest, principal: Principal, level: int) -> Any:
         """The request's entities as a pre-parsed Cedar handle, built once per distinct content."""
         r = req.resource
-        tool = r.type == "Tool"
-        if tool:
-            a = r.attrs
-            # MCP defaults when a tool says nothing: not read-only, destructive, open world.
-            extra: tuple[Any, ...] = (
-                str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
-                bool(a.get("destructive", True)), bool(a.get("open_world", True)),
-            )  # fmt: skip
-        else:
-            extra = ()
+        extra = _tool_attrs(r) if r.type == "Tool" else ()
         key = (principal.entities_json, req.action, (r.type, r.id, r.system, level, r.sensitivity, r.owner, extra))
         graph = self._graphs.get(key)
         if graph is None:
@@ -348,14 +346,7 @@ class PolicyEngine:
 
     def _entities(self, req: DecisionRequest, principal: Principal, level: int) -> str:
         """The same entities as JSON text (what an unsliced, uncached evaluation is given)."""
-        r = req.resource
-        extra: tuple[Any, ...] = ()
-        if r.type == "Tool":
-            a = r.attrs
-            extra = (
-                str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
-                bool(a.get("destructive", True)), bool(a.get("open_world", True)),
-            )  # fmt: skip
+        extra = _tool_attrs(req.resource) if req.resource.type == "Tool" else ()
         resource = self._resource_json(req, level, extra)
         return "[" + principal.entities_json + "," + resource + "," + self._actions_of(req.action) + "]"
 
@@ -401,7 +392,7 @@ class PolicyEngine:
     def _pieces(
         self, req: DecisionRequest, user: User, approved: bool, breakglass: bool
     ) -> tuple[dict[str, str], bool] | None:
-        """Each context field as JSON text, and whether Cedar might refuse one (see `context`)."""
+        """Each context field as JSON text, and whether Cedar might refuse one (`tether.policy.context`)."""
         f = req.facts
         facts: tuple[int, ...] = _ZEROS
         if f:
@@ -478,6 +469,18 @@ class PolicyEngine:
             "resource": {"type": req.resource.type, "id": req.resource.id},
             "context": text,
         }
+
+
+def _tool_attrs(r: Any) -> tuple[Any, ...]:
+    """A tool's MCP annotations (server, name, read_only, destructive, open_world).
+
+    MCP's defaults when a tool says nothing: not read-only, destructive, open world.
+    """
+    a = r.attrs
+    return (
+        str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
+        bool(a.get("destructive", True)), bool(a.get("open_world", True)),
+    )  # fmt: skip
 
 
 #: parsed diagnostics by their JSON text (see `_evaluate`)
