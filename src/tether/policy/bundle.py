@@ -21,7 +21,7 @@ import cedarpy
 
 from tether import actions as catalogue
 from tether.errors import ValidationFailed
-from tether.policy.context import context_reads, flatten, template
+from tether.policy.context import context_reads, flatten, resource_reads, template
 from tether.policy.schema import RESOURCE_TYPES, schema_json
 
 APPROVER_RE = re.compile(r"^(sponsor|person|not-self|group:[A-Za-z0-9_.-]{1,100})$")
@@ -84,6 +84,7 @@ class Slice:
     forbids: frozenset[str]
     context: str  # str.format_map template of the context attributes the slice reads (flat if it can be)
     plain: Any  # the same policies as written, for the full context (see tether.policy.context)
+    resource_attrs: frozenset[str] | None  # the resource attributes the slice reads (None: any)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Bundle:
                 forbids=frozenset(i for i in ids if self.policies[i].effect == "forbid"),
                 context=template(context_reads(as_permits)) if flat is None else flat[1],
                 plain=plain,
+                resource_attrs=resource_reads(as_permits),
             )
         return found
 

@@ -193,6 +193,49 @@ def _flat(node: Any, keys: dict[tuple[str, ...], None]) -> Any:
     return {k: _flat(v, keys) for k, v in node.items()}
 
 
+def resource_reads(policies: Iterable[Mapping[str, Any]]) -> frozenset[str] | None:
+    """The resource attributes the policies (EST) can read; None = any of them.
+
+    The resource entity is built per request, and Cedar parses each attribute it is given,
+    so a slice gets only those it reads: `resource.a` and `resource has a`. Attribute access
+    on anything that might evaluate to the resource another way (an entity literal, an
+    `if`) keeps every attribute. Chains from `principal`, `action` and `context` cannot reach
+    it: no attribute Tether sets refers to a resource.
+    """
+    attrs: set[str] = set()
+    for est in policies:
+        for cond in est.get("conditions", ()):
+            if _reads_resource(cond.get("body"), attrs):
+                return None
+    return frozenset(attrs)
+
+
+def _rooted(node: Any) -> bool:
+    """A pure attribute chain from `principal`, `action` or `context`."""
+    while isinstance(node, dict) and len(node) == 1 and isinstance(node.get("."), dict):
+        node = node["."].get("left")
+    return isinstance(node, dict) and node.get("Var") in ("principal", "action", "context") and len(node) == 1
+
+
+def _reads_resource(node: Any, attrs: set[str]) -> bool:
+    """Collect `resource.a` / `resource has a` under `node`; True when attributes may be read another way."""
+    if isinstance(node, list):
+        return any(_reads_resource(v, attrs) for v in node)
+    if not isinstance(node, dict):
+        return False
+    if len(node) == 1:
+        ((op, arg),) = node.items()
+        if op == "Value":
+            return False
+        if op in (".", "has") and isinstance(arg, dict):
+            left = arg.get("left")
+            if left == {"Var": "resource"} and isinstance(arg.get("attr"), str):
+                attrs.add(arg["attr"])
+                return False
+            return not _rooted(left)  # anything but a chain from principal/action/context might be the resource
+    return any(_reads_resource(v, attrs) for v in node.values())
+
+
 def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:
     """The names of the pieces a full context is made of."""
     out: list[str] = []
@@ -203,4 +246,4 @@ def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:
 
 FULL = template(None)
 
-__all__ = ["FULL", "LAYOUT", "SEP", "context_reads", "flatten", "leaves", "template"]
+__all__ = ["FULL", "LAYOUT", "SEP", "context_reads", "flatten", "leaves", "resource_reads", "template"]

@@ -21,6 +21,7 @@ a permit so that one pass reports every satisfied policy (see `Slice`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -47,7 +48,7 @@ MAX_FACTS_BYTES = 64 * 1024
 #: how long a cached agent or person is trusted before it is read again (changes that matter
 #: at once — suspension, deprovisioning — also revoke every token, so the gateway refuses first)
 ENTITY_TTL = 5.0
-#: entity graphs (agent, sponsor, action, resource) kept pre-parsed; the cache is emptied when full
+#: entity graphs (agent, sponsor, action, resource) kept pre-parsed; the oldest goes when full
 GRAPH_CACHE = 4096
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1  # Cedar's Long
 _ZEROS = (0, 0, 0, 0)
@@ -102,7 +103,7 @@ class PolicyEngine:
         # Pre-parsed Cedar entity graphs, keyed by their content: the principal's entity JSON
         # (a changed agent or sponsor is a new key, so nothing stale is ever served), the
         # action and the resource's attributes. Bases hold the graph without the resource.
-        self._graphs: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+        self._graphs: dict[tuple[Any, ...], Any] = {}
         self._bases: dict[tuple[str, str], Any] = {}
         self._scopes_json: dict[frozenset[str], str] = {}
         self._second = -1
@@ -204,7 +205,7 @@ class PolicyEngine:
             "context": context[0],
         }
         policies = sl.plain if context[1] else sl.policies
-        satisfied, errors = _evaluate(request, policies, self._graph(req, principal, level))
+        satisfied, errors = _evaluate(request, policies, self._graph(req, principal, level, sl.resource_attrs))
         errored = {p for p in map(_error_policy, errors) if p}
         forbids = sl.forbids
         permits = [r for r in satisfied if r not in forbids]
@@ -310,44 +311,39 @@ class PolicyEngine:
         pieces = {f"user_{k}": json.dumps(v) for k, v in ctx.items()}
         return User(ctx, status == "active", pieces, any("\\ud" in v for v in pieces.values()))
 
-    def _graph(self, req: DecisionRequest, principal: Principal, level: int) -> Any:
-        """The request's entities as a pre-parsed Cedar handle, built once per distinct content."""
+    def _graph(
+        self, req: DecisionRequest, principal: Principal, level: int, reads: frozenset[str] | None = None
+    ) -> Any:
+        """The request's entities as a pre-parsed Cedar handle, built once per distinct content.
+
+        The resource carries only the attributes in `reads` (those the slice can read; None:
+        all of them): Cedar parses each one it is given, and no policy can see the others.
+        """
         r = req.resource
         extra = _tool_attrs(r) if r.type == "Tool" else ()
-        key = (principal.entities_json, req.action, (r.type, r.id, r.system, level, r.sensitivity, r.owner, extra))
+        key = (principal.entities_json, req.action, reads, r.type, r.id, r.system, level, r.sensitivity, r.owner, extra)
         graph = self._graphs.get(key)
         if graph is None:
-            base = self._bases.get(key[:2])
+            base_key = (principal.entities_json, req.action)
+            base = self._bases.get(base_key)
             if base is None:
                 base = _internal.Entities.from_json_str(
                     "[" + principal.entities_json + "," + self._actions_of(req.action) + "]"
                 )
-                if len(self._bases) >= GRAPH_CACHE:
-                    self._bases.clear()
-                self._bases[key[:2]] = base
-            graph = base.with_added_json_str("[" + self._resource_json(req, level, extra) + "]")
-            if len(self._graphs) >= GRAPH_CACHE:
-                self._graphs.clear()
-            self._graphs[key] = graph
+                _remember(self._bases, base_key, base)
+            attrs = _resource_attrs(r, level, extra)
+            if reads is not None:
+                attrs = {k: v for k, v in attrs.items() if k in reads}
+            resource = {"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []}
+            graph = base.with_added_json_str("[" + json.dumps(resource) + "]")
+            _remember(self._graphs, key, graph)
         return graph
 
-    @staticmethod
-    def _resource_json(req: DecisionRequest, level: int, extra: tuple[Any, ...]) -> str:
-        r = req.resource
-        attrs: dict[str, Any] = {
-            "system": r.system,
-            "sensitivity": level,
-            "label": r.sensitivity,
-            "owner": r.owner or "",
-        }
-        if extra:
-            attrs.update(zip(("server", "name", "read_only", "destructive", "open_world"), extra, strict=True))
-        return json.dumps({"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []})
-
     def _entities(self, req: DecisionRequest, principal: Principal, level: int) -> str:
-        """The same entities as JSON text (what an unsliced, uncached evaluation is given)."""
-        extra = _tool_attrs(req.resource) if req.resource.type == "Tool" else ()
-        resource = self._resource_json(req, level, extra)
+        """The same entities as JSON text, the resource with all its attributes (what an unsliced evaluation gets)."""
+        r = req.resource
+        attrs = _resource_attrs(r, level, _tool_attrs(r) if r.type == "Tool" else ())
+        resource = json.dumps({"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []})
         return "[" + principal.entities_json + "," + resource + "," + self._actions_of(req.action) + "]"
 
     def _actions_of(self, action: str) -> str:
@@ -471,8 +467,11 @@ class PolicyEngine:
         }
 
 
+_TOOL_ATTRS = ("server", "name", "read_only", "destructive", "open_world")
+
+
 def _tool_attrs(r: Any) -> tuple[Any, ...]:
-    """A tool's MCP annotations (server, name, read_only, destructive, open_world).
+    """A tool's MCP annotations, in `_TOOL_ATTRS` order.
 
     MCP's defaults when a tool says nothing: not read-only, destructive, open world.
     """
@@ -481,6 +480,21 @@ def _tool_attrs(r: Any) -> tuple[Any, ...]:
         str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
         bool(a.get("destructive", True)), bool(a.get("open_world", True)),
     )  # fmt: skip
+
+
+def _resource_attrs(r: Any, level: int, tool: tuple[Any, ...]) -> dict[str, Any]:
+    """The resource entity's attributes: what every resource has, then a tool's annotations."""
+    attrs: dict[str, Any] = {"system": r.system, "sensitivity": level, "label": r.sensitivity, "owner": r.owner or ""}
+    attrs.update(zip(_TOOL_ATTRS, tool, strict=False))
+    return attrs
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep `value`, dropping the oldest entry when the cache is full."""
+    if len(cache) >= GRAPH_CACHE:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
+            del cache[next(iter(cache))]
+    cache[key] = value
 
 
 #: parsed diagnostics by their JSON text (see `_evaluate`)

@@ -152,3 +152,15 @@ def test_a_slice_that_leaves_the_fixed_shape_stays_nested():
     ):
         assert flatten([est(condition)]) is None, condition
     assert flatten([est('"context" == "x"')]) is not None
+
+
+def test_resource_reads_lists_the_attributes_a_slice_can_read():
+    """Direct reads and `has` are listed; reads through an entity literal or an `if` keep every attribute."""
+    from tether.policy.context import resource_reads
+
+    assert resource_reads(
+        [est('resource.owner == principal.sponsor.email && resource has label && context.user.id == ""')]
+    ) == {"owner", "label"}
+    assert resource_reads([est('resource == MailMessage::"x" && resource in MailMessage::"y"')]) == frozenset()
+    assert resource_reads([est('MailMessage::"r1".owner == ""')]) is None
+    assert resource_reads([est('(if context.approved then resource else resource).owner == ""')]) is None

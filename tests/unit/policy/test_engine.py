@@ -221,6 +221,10 @@ TEMPLATES = [
     '@id("{i}")\nforbid (principal, action in Action::"{g}", resource) '
     "when {{ context.request has bogus || (context has task.usage && !(context has task.nothing) && {n} > 1) }};",
     '@id("{i}")\npermit (principal, action, resource is {t}) when {{ context.user.groups.contains("staff") }};',
+    # resource attributes read directly, through `has`, and through an entity literal
+    '@id("{i}")\nforbid (principal, action, resource) when {{ resource has label && resource.label == "public" }};',
+    '@id("{i}")\n@obligation("approval")\nforbid (principal, action == Action::"{a}", resource) '
+    'when {{ {t}::"r1".sensitivity > {n} }};',
 ]
 
 
@@ -398,3 +402,19 @@ def test_a_context_cedar_refuses_is_refused_even_where_the_slice_does_not_read_i
     d, ref = pack.decide(emoji), unsliced(pack, emoji, frozenset(), False)
     assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids)
     assert d.policy_ids == ("budget.bulk-read-needs-approval",)
+
+
+def test_a_resource_read_through_an_entity_literal_keeps_its_attributes(tmp_path):
+    """A slice that might reach the resource other than through `resource` gets all its attributes."""
+    text = (
+        '@id("p")\npermit (principal, action, resource);\n'
+        '@id("f")\n@obligation("approval")\nforbid (principal, action, resource) '
+        'when { MailMessage::"r1".sensitivity >= 2 };\n'
+    )
+    e = engine(bundle_dir(tmp_path, text))
+    assert e.bundle.slice_for("mail:read", "MailMessage", "r1").resource_attrs is None
+    for sensitivity, effect in (("confidential", Effect.APPROVAL_REQUIRED), ("public", Effect.ALLOW)):
+        r = req("mail:read", sensitivity=sensitivity)
+        d, ref = e.decide(r), unsliced(e, r, frozenset(), False)
+        assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids)
+        assert d.effect is effect
