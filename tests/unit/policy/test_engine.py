@@ -418,3 +418,29 @@ def test_a_resource_read_through_an_entity_literal_keeps_its_attributes(tmp_path
         d, ref = e.decide(r), unsliced(e, r, frozenset(), False)
         assert (d.effect, d.policy_ids) == (ref.effect, ref.policy_ids)
         assert d.effect is effect
+
+
+def test_threads_share_the_pre_parsed_caches():
+    """Decisions from several threads (the gateways decide off the event loop) use the same handles safely."""
+    import threading
+
+    AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
+    e = engine()
+    cases = [
+        (req("mail:read"), Effect.ALLOW),
+        (req("mail:delete"), Effect.APPROVAL_REQUIRED),
+        (req("mcp:call", rtype="Tool", attrs={"read_only": True, "destructive": False}), Effect.ALLOW),
+    ]
+    seen: list[bool] = []
+
+    def run() -> None:
+        for _ in range(200):
+            seen.extend(e.decide(r).effect is want for r, want in cases)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 4 * 200 * len(cases)
+    assert all(seen)
