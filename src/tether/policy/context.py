@@ -82,16 +82,12 @@ def context_reads(policies: Iterable[Mapping[str, Any]]) -> Spec:
 
 
 def _chain(node: Any) -> tuple[str, ...] | None:
-    """The attribute path of `context.a.b…` (or `context has …`), or None if not rooted at context."""
-    if isinstance(node, dict) and len(node) == 1:
-        ((op, arg),) = node.items()
-        if op == "Var":
-            return () if arg == "context" else None
-        if op in (".", "has") and isinstance(arg, dict):
-            left = _chain(arg.get("left"))
-            if left is not None and isinstance(arg.get("attr"), str):
-                return (*left, arg["attr"])
-    return None
+    """The path `context.a.b…` reads (or `context.a has b` tests), or None if `node` is no such chain."""
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("has"), dict):
+        arg = node["has"]
+        prefix = _dots(arg.get("left"))
+        return None if prefix is None or not isinstance(arg.get("attr"), str) else (*prefix, arg["attr"])
+    return _dots(node)
 
 
 def _walk(node: Any, paths: list[tuple[str, ...]]) -> bool:
@@ -102,13 +98,49 @@ def _walk(node: Any, paths: list[tuple[str, ...]]) -> bool:
             return True
         paths.append(chain)
         return False
-    if isinstance(node, dict):
-        if "Value" in node and len(node) == 1:
-            return False  # a literal
-        return any(_walk(v, paths) for v in node.values())
-    if isinstance(node, list):
-        return any(_walk(v, paths) for v in node)
-    return False
+    try:
+        return any(_walk(child, paths) for child in _children(node))
+    except _Unknown:
+        return True
+
+
+# EST expressions: `{op: arg}`. Literals and variables hold no expression; records map names
+# to expressions; sets and extension calls list them; the other operators name them.
+_LEAVES = frozenset({"Value", "Var", "Slot", "Unknown"})
+_EXPRS = frozenset({"left", "right", "arg", "if", "then", "else", "in"})
+_DATA = frozenset({"attr", "pattern", "entity_type"})
+
+
+class _Unknown(Exception):
+    """An EST shape this module does not know: whoever walks it must assume the worst."""
+
+
+def _children(node: Any) -> list[Any]:
+    """The sub-expressions of an EST expression."""
+    if not (isinstance(node, dict) and len(node) == 1):
+        raise _Unknown
+    ((op, arg),) = node.items()
+    if op in _LEAVES:
+        return []
+    if op == "Record" and isinstance(arg, dict):
+        return list(arg.values())
+    if isinstance(arg, list):
+        return arg
+    if isinstance(arg, dict) and arg.keys() <= _EXPRS | _DATA:
+        return [v for k, v in arg.items() if k in _EXPRS]
+    raise _Unknown
+
+
+def _rebuild(node: dict[str, Any], f: Any) -> dict[str, Any]:
+    """`node` with `f` applied to each sub-expression (a shape `_children` accepted)."""
+    ((op, arg),) = node.items()
+    if op in _LEAVES:
+        return node
+    if op == "Record":
+        return {op: {k: f(v) for k, v in arg.items()}}
+    if isinstance(arg, list):
+        return {op: [f(v) for v in arg]}
+    return {op: {k: f(v) if k in _EXPRS else v for k, v in arg.items()}}
 
 
 def template(spec: Spec, layout: Mapping[str, Any] = LAYOUT) -> str:
@@ -133,9 +165,12 @@ class _Nested(Exception):
 def flatten(policies: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
     """The policies (EST) rewritten to read a flat context, and that context's template; None if not possible."""
     keys: dict[tuple[str, ...], None] = {}
+    rewritten = []
     try:
-        rewritten = [_flat(dict(est), keys) for est in policies]
-    except _Nested:
+        for est in policies:
+            conditions = [{**c, "body": _flat(c.get("body"), keys)} for c in est.get("conditions", ())]
+            rewritten.append({**est, "conditions": conditions})
+    except (_Nested, _Unknown):
         return None
     parts = []
     for path in keys:
@@ -168,29 +203,23 @@ def _at(path: tuple[str, ...]) -> Any:
 
 
 def _flat(node: Any, keys: dict[tuple[str, ...], None]) -> Any:
-    if isinstance(node, list):
-        return [_flat(v, keys) for v in node]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        ((op, arg),) = node.items()
-        if op == "Value":
-            return node  # a literal: nothing in it reads the context
-        path = _dots(node)
-        if path == ():
-            raise _Nested  # the whole context as a value
-        if path is not None:
-            _at(path)
-            keys[path] = None
-            return {".": {"left": {"Var": "context"}, "attr": SEP.join(path)}}
-        if op == "has" and isinstance(arg, dict) and isinstance(arg.get("attr"), str):
-            prefix = _dots(arg.get("left"))
-            if prefix is not None:
-                record = _at(prefix)
-                if not isinstance(record, dict):
-                    raise _Nested  # `has` on a string or set: leave Cedar its own answer
-                return {"Value": arg["attr"] in record}
-    return {k: _flat(v, keys) for k, v in node.items()}
+    path = _dots(node)
+    if path == ():
+        raise _Nested  # the whole context as a value
+    if path is not None:
+        _at(path)
+        keys[path] = None
+        return {".": {"left": {"Var": "context"}, "attr": SEP.join(path)}}
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("has"), dict):
+        arg = node["has"]
+        prefix = _dots(arg.get("left"))
+        if prefix is not None and isinstance(arg.get("attr"), str):
+            record = _at(prefix)
+            if not isinstance(record, dict):
+                raise _Nested  # `has` on a string or set: leave Cedar its own answer
+            return {"Value": arg["attr"] in record}
+    _children(node)  # raises on a shape this module does not know
+    return _rebuild(node, lambda child: _flat(child, keys))
 
 
 def resource_reads(policies: Iterable[Mapping[str, Any]]) -> frozenset[str] | None:
@@ -219,21 +248,19 @@ def _rooted(node: Any) -> bool:
 
 def _reads_resource(node: Any, attrs: set[str]) -> bool:
     """Collect `resource.a` / `resource has a` under `node`; True when attributes may be read another way."""
-    if isinstance(node, list):
-        return any(_reads_resource(v, attrs) for v in node)
-    if not isinstance(node, dict):
-        return False
-    if len(node) == 1:
+    if isinstance(node, dict) and len(node) == 1:
         ((op, arg),) = node.items()
-        if op == "Value":
-            return False
-        if op in (".", "has") and isinstance(arg, dict):
+        if op in (".", "has") and isinstance(arg, dict) and isinstance(arg.get("attr"), str):
             left = arg.get("left")
-            if left == {"Var": "resource"} and isinstance(arg.get("attr"), str):
+            if left == {"Var": "resource"}:
                 attrs.add(arg["attr"])
                 return False
-            return not _rooted(left)  # anything but a chain from principal/action/context might be the resource
-    return any(_reads_resource(v, attrs) for v in node.values())
+            if not _rooted(left):
+                return True  # anything but a chain from principal/action/context might be the resource
+    try:
+        return any(_reads_resource(child, attrs) for child in _children(node))
+    except _Unknown:
+        return True
 
 
 def leaves(layout: Mapping[str, Any] = LAYOUT) -> list[str]:

@@ -164,3 +164,19 @@ def test_resource_reads_lists_the_attributes_a_slice_can_read():
     assert resource_reads([est('resource == MailMessage::"x" && resource in MailMessage::"y"')]) == frozenset()
     assert resource_reads([est('MailMessage::"r1".owner == ""')]) is None
     assert resource_reads([est('(if context.approved then resource else resource).owner == ""')]) is None
+
+
+def test_literals_named_like_est_operators_are_read_as_expressions():
+    """A record literal whose attribute is called `Value` or `Var` still counts the context and resource in it."""
+    from tether.policy.context import flatten, resource_reads
+
+    whole = est('{"Value": context} == {"Value": context}')
+    assert context_reads([whole]) is None
+    assert flatten([whole]) is None
+    inner = est('{"Var": context.task.id, "Value": resource.owner}.Var == "t"')
+    assert context_reads([inner]) == {"task": {"id": None}}
+    assert resource_reads([est('{"Value": resource.owner} == {"Value": ""}')]) == {"owner"}
+    assert resource_reads([est('{"Value": resource}.Value.owner == ""')]) is None
+    policies, tmpl = flatten([inner])
+    assert '"attr": "task.id"' in json.dumps(policies[0])
+    assert tmpl == '{{"task.id": {task_id}}}'

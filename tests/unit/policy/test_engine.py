@@ -225,6 +225,8 @@ TEMPLATES = [
     '@id("{i}")\nforbid (principal, action, resource) when {{ resource has label && resource.label == "public" }};',
     '@id("{i}")\n@obligation("approval")\nforbid (principal, action == Action::"{a}", resource) '
     'when {{ {t}::"r1".sensitivity > {n} }};',
+    # a record literal whose attribute is named like an EST operator
+    '@id("{i}")\nforbid (principal, action, resource) when {{ {{"Value": context}}.Value.request.size > {n} }};',
 ]
 
 
