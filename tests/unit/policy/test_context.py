@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tether.policy import DecisionRequest, Resource
 from tether.policy.context import FULL, context_reads, template
-from tether.policy.engine import PolicyEngine
+from tether.policy.engine import _FULL_FIXED, PolicyEngine
 
 AGENT = SimpleNamespace(id="agt_a", status="active", mode="executing", review_due=date.today() + timedelta(days=9),
                         sponsor_id="per_s", owner_team="t")  # fmt: skip
@@ -118,7 +118,9 @@ def test_the_full_context_is_json_dumps_of_the_record_byte_for_byte(
     }
     assert got == json.dumps(expected)
     assert record["hour"] == record["now"] // 3600 % 24
-    # the size limit counts the full record, whatever the slice sends
+    # the size limit counts the full record, whatever the slice sends, from the pieces' lengths
+    pieces, _ = e._pieces(r, user, approved, breakglass)
+    assert _FULL_FIXED + sum(map(len, pieces.values())) == len(got)
     assert e._context(r, user, approved, breakglass, template({})) is not None
 
 
