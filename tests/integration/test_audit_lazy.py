@@ -27,6 +27,7 @@ async def test_a_lazy_record_rides_in_the_next_urgent_commit(db_url: str) -> Non
         assert not lazy.done()
         urgent = await log.record(Event(type="policy.decided", task_id="tsk_l"))
         done = await asyncio.wait_for(lazy, 1)
+        log.close()  # joins the writer: its commit callbacks have run
         assert commits == [2]
         assert (done.seq, urgent.seq) == (1, 2)
         assert [e["type"] for e in query(db, task_id="tsk_l")[0]] == ["tool.completed", "policy.decided"]
@@ -41,6 +42,7 @@ async def test_a_lone_lazy_record_is_committed_after_the_window(db_url: str) -> 
     db, log = log_for(db_url, commits, lazy_window=0.05)
     try:
         r = await asyncio.wait_for(log.record(Event(type="tool.completed", task_id="tsk_m"), lazy=True), 5)
+        log.close()
         assert commits == [1]
         assert r.seq == 1
         assert verify(db, None).ok
@@ -55,6 +57,7 @@ async def test_urgent_records_never_wait_for_the_lazy_window(db_url: str) -> Non
     db, log = log_for(db_url, commits, lazy_window=30.0)
     try:
         await asyncio.wait_for(log.record(Event(type="policy.decided", task_id="tsk_u")), 10)
+        log.close()
         assert commits == [1]
     finally:
         log.close()

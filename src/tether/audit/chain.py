@@ -131,6 +131,51 @@ def append(conn: Connection, events: Sequence[Event]) -> list[Record]:
         return []
     lock_chain(conn)
     seq, prev = head(conn)
+    records, rows = _link(events, seq, prev)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 10)), rows)  # one prepared executemany
+    return records
+
+
+def append_raw(cur: Any, *, postgres: bool, events: Sequence[Event]) -> list[Record]:
+    """`append` on a DB-API cursor inside a write transaction the caller opened (the audit writer's path)."""
+    if not events:
+        return []
+    if postgres:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK_KEY,))
+    cur.execute(_HEAD)
+    row = cur.fetchone()
+    seq, prev = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    records, rows = _link(events, seq, prev)
+    if postgres:
+        cur.executemany(_INSERT.format(marks=", ".join(["%s"] * 10)), rows)  # psycopg pipelines these
+    else:
+        insert_rows(cur, _INSERT_HEAD, 10, rows)
+    return records
+
+
+_INSERT_HEAD = (
+    "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash) VALUES "
+)
+
+
+def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert `rows` on SQLite with few multi-row INSERTs (chunks of powers of two, so few distinct statements).
+
+    Each statement releases and re-takes the GIL once, where `executemany` does so per row; under a busy
+    event loop every re-take can wait a full switch interval.
+    """
+    i, n = 0, len(rows)
+    while i < n:
+        size = 1 << min((n - i).bit_length() - 1, 8)  # ≤ 256 rows × 10 columns, well under SQLite's variable cap
+        chunk = rows[i : i + size]
+        marks = "(" + ", ".join(["?"] * width) + ")"
+        cur.execute(head_sql + ", ".join([marks] * size), [v for r in chunk for v in r])
+        i += size
+
+
+def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], list[tuple[Any, ...]]]:
+    """Records and table rows for `events` chained after (`seq`, `prev`)."""
     records: list[Record] = []
     rows: list[tuple[Any, ...]] = []
     now = rfc3339(utcnow())
@@ -146,14 +191,16 @@ def append(conn: Connection, events: Sequence[Event]) -> list[Record]:
         records.append(Record(seq, eid, ts, ev.type, text_body, prev, h))
         rows.append((seq, eid, ts, ev.type, ev.task_id, ev.agent_id, ev.person_id, text_body, prev, h))
         prev = h
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 10)), rows)  # one prepared executemany
-    return records
+    return records, rows
 
 
+_HEAD = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 _INSERT = (
     "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash) VALUES ({marks})"
 )
 
 
-__all__ = ["CHAIN_LOCK_KEY", "append", "canonical_fast", "chain_hash", "event_id", "head", "lock_chain"]
+__all__ = [
+    "CHAIN_LOCK_KEY", "append", "append_raw", "canonical_fast", "chain_hash", "event_id", "head", "insert_rows",
+    "lock_chain",
+]  # fmt: skip

@@ -234,20 +234,24 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
                 with contextlib.suppress(Exception):
                     self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"))
+                with contextlib.suppress(Exception):
+                    log.error("audit writer error", events=sum(len(j.events) for j in jobs), error=repr(exc))
 
     def _commit(self, jobs: list[_Job]) -> None:
         events = [e for j in jobs for e in j.events]
         content = self._sealed([c for j in jobs if j.content for c in j.content])
         try:
-            with self.db.write() as conn:
-                records = chain.append(conn, events)
-                if content:
-                    self._insert_content(conn, content)
+            with self.db.raw_write() as cur:
+                records = chain.append_raw(cur, postgres=not self.db.is_sqlite, events=events)
+                if content and self.db.is_sqlite:
+                    chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
+                elif content:
+                    cur.executemany(_CONTENT_PG, content)
         except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")
             self._settle(jobs, None, err)
             with contextlib.suppress(Exception):  # a broken log sink must not kill the writer
-                log.error("audit batch failed", events=len(events), error=type(exc).__name__)
+                log.error("audit batch failed", events=len(events), error=repr(exc))
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
         self._settle(jobs, receipts, None)
@@ -286,34 +290,28 @@ class AuditLog:
             with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
                 loop.call_soon_threadsafe(_resolve, pairs)
 
-    def _sealed(self, content: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _sealed(self, content: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes]]:
+        """(event id, AES-GCM blob) rows; content that cannot be encoded is dropped (logged), never the chain."""
         if not content or self._content_key is None:
             return []
-        from tether.canon import canonical
         from tether.crypto import seal
 
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, bytes] = {}
         for event_id, doc in content:
             try:
-                blob = seal(self._content_key, canonical(doc), event_id.encode())
-            except Exception as exc:  # noqa: BLE001 — content that cannot be encoded is dropped, the chain is not
+                blob = seal(self._content_key, chain.canonical_fast(doc), event_id.encode())
+            except Exception as exc:  # noqa: BLE001
                 log.error("audit content not kept", event_id=event_id, error=repr(exc))
                 continue
-            rows[event_id] = {"event_id": event_id, "blob": blob, "erased_at": None}
-        return list(rows.values())
+            rows[event_id] = blob
+        return list(rows.items())
 
-    @staticmethod
-    def _insert_content(conn: Any, rows: list[dict[str, Any]]) -> None:
-        """Content rows in a savepoint: a duplicate id drops the content, never the batch's events."""
-        from sqlalchemy import insert
 
-        from tether.store.schema.audit import audit_content
-
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(audit_content), rows)
-        except Exception as exc:  # noqa: BLE001
-            log.error("audit content not kept", rows=len(rows), error=type(exc).__name__)
+# A content row whose event id is taken already is dropped; the batch's events are not.
+_CONTENT_SQLITE = "INSERT OR IGNORE INTO audit_content (event_id, blob) VALUES "
+_CONTENT_PG = (
+    "INSERT INTO audit_content (event_id, blob, erased_at) VALUES (%s, %s, NULL) ON CONFLICT (event_id) DO NOTHING"
+)
 
 
 def audit_key(master_key: bytes) -> bytes:

@@ -58,6 +58,39 @@ class Database:
         except SQLAlchemyError as exc:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
 
+    @contextmanager
+    def raw_write(self) -> Iterator[Any]:
+        """A DB-API cursor in a write transaction (`BEGIN IMMEDIATE` on SQLite), committed on exit.
+
+        For the audit writer's loop, where SQLAlchemy's per-transaction work costs more than the
+        statements. The connection comes from the engine's pool (so its connect-time settings hold
+        and `dispose()` reaches it) and goes back after each transaction.
+        """
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            raw = self.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        try:
+            cur = raw.cursor()
+            try:
+                if self.is_sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                raw.commit()
+            except BaseException:
+                try:
+                    raw.rollback()
+                except dbapi_error:
+                    raw.invalidate()  # a connection that cannot roll back is not put back in the pool
+                raise
+            finally:
+                cur.close()
+        except dbapi_error as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        finally:
+            raw.close()
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:

@@ -486,7 +486,7 @@ class HttpGateway:
                 self.metrics.upstream_calls.labels("http", up.name, "error").inc()
             raise UpstreamFailed(f"the upstream did not answer ({type(exc).__name__})") from None
         finally:
-            outcome["latency_ms"] = round((time.perf_counter() - ctx.started) * 1000, 3)
+            outcome["latency_us"] = int((time.perf_counter() - ctx.started) * 1e6)
             if enforcer is not None and prep.call is not None:
                 try:
                     await enforcer.completed(prep.call, prep.verdict, outcome=outcome)

@@ -578,7 +578,7 @@ class McpGateway:
             )
         # the outcome is recorded after the answer leaves (an allowed call without one reads "unknown" at start-up)
         outcome = {"status": "error" if result.get("isError") else "ok", "bytes": size, "items": 1,
-                   "latency_ms": round((time.perf_counter() - started) * 1000, 3)}  # fmt: skip
+                   "latency_us": int((time.perf_counter() - started) * 1e6)}  # fmt: skip
         self._defer_completed(call, verdict, outcome, started)
         return result
 
@@ -642,7 +642,7 @@ class McpGateway:
             raise RpcError(UNAVAILABLE, f"refused (fail closed): {exc.detail}") from None
 
     async def _completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
-        outcome.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 3))
+        outcome.setdefault("latency_us", int((time.perf_counter() - started) * 1e6))
         enforcer = self._enforcer()
         try:
             await enforcer.completed(call, verdict, outcome=outcome)
