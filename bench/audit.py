@@ -29,16 +29,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 
-from tether.audit.chain import canonical_fast
+from tether.audit.chain import _INSERT, _INSERT_HEAD, canonical_fast, event_id, insert_rows
 from tether.audit.log import AuditLog, _Job
 from tether.audit.model import Event
 from tether.audit.verify import verify
 from tether.store.db import Database
 from tether.store.migrate import upgrade
 from tether.store.schema.audit import audit_events
-from tether.types import new_id, rfc3339, utcnow
+from tether.types import rfc3339, utcnow
 
 
 class PlainLog(AuditLog):
@@ -51,27 +51,17 @@ class PlainLog(AuditLog):
         for j in jobs:
             for e in j.events:
                 PlainLog._next += 1
-                seq, eid, ts = PlainLog._next, e.id or new_id("evt"), rfc3339(utcnow())
+                seq, eid, ts = PlainLog._next, e.id or event_id(), rfc3339(utcnow())
                 body = canonical_fast(e.body(seq=seq, event_id=eid, ts=ts, prev_hash="")).decode()
-                rows.append(
-                    {
-                        "seq": seq,
-                        "id": eid,
-                        "ts": ts,
-                        "type": e.type,
-                        "task_id": e.task_id,
-                        "agent_id": e.agent_id,
-                        "person_id": e.person_id,
-                        "body": body,
-                        "prev_hash": "",
-                        "hash": "",
-                    }
-                )
-        with self.db.write() as conn:
-            conn.execute(insert(audit_events), rows)
+                rows.append((seq, eid, ts, e.type, e.task_id, e.agent_id, e.person_id, body, "", ""))
+        with self.db.raw_write() as cur:  # the writer's own path: one DB-API transaction, multi-row inserts
+            if self.db.is_sqlite:
+                insert_rows(cur, _INSERT_HEAD, 10, rows)
+            else:
+                cur.executemany(_INSERT.format(marks=", ".join(["%s"] * 10)), rows)
         from tether.audit.model import Receipt
 
-        self._settle(jobs, [Receipt(r["seq"], r["id"], "") for r in rows], None)
+        self._settle(jobs, [Receipt(r[0], r[1], "") for r in rows], None)
 
 
 def event(i: int) -> Event:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,10 +77,14 @@ _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits → 2 characte
 
 
 def event_id() -> str:
-    """`evt_` + 26 characters of tether.types.new_id's alphabet (130 random bits), without its per-char loop."""
-    n = int.from_bytes(os.urandom(17), "big")
+    """`evt_` + 26 characters of tether.types.new_id's alphabet: 50 bits of milliseconds, then 80 random bits.
+
+    Time first, so ids sort by creation and the unique index on them grows at its right edge: with fully
+    random ids every event of a batch lands on another leaf page, and each page costs a WAL write.
+    """
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     p = _PAIRS
-    return "evt_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
+    return "evt_" + "".join([p[(n >> s) & 1023] for s in range(120, -10, -10)])
 
 
 _SCALAR_FIELDS = ("type", "actor", "task_id", "trace_id", "parent_id", "agent_id", "person_id", "sponsor_id", "action",

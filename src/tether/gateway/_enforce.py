@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tether.audit.chain import event_id
 from tether.audit.model import Event
 from tether.errors import Unavailable
-from tether.types import new_id
 
 if TYPE_CHECKING:
     from tether.policy import Decision, Resource
@@ -127,7 +127,7 @@ class Enforcer:
         decision = self.policy.decide(req, lifted_forbids=lifted, breakglass=breakglass is not None)
 
         prompt_digest, prompt_text = self._prompt(call.prompt)
-        requested_id, decided_id = new_id("evt"), new_id("evt")
+        requested_id, decided_id = event_id(), event_id()  # time-ordered: the id index grows at its edge
         common: dict[str, Any] = {
             "actor": t.agent_id,
             "task_id": t.task_id,
