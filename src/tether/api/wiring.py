@@ -69,6 +69,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         admin_tokens=AdminTokens(db),
     )
     services.ready_checks["database"] = db.ping
+    from tether.store.db import WalCheckpointer
+
+    wal = WalCheckpointer(db)
+    services.lifecycle.append(("wal-checkpoint", wal.astart, wal.astop))
     from tether.crypto import load_master_key
 
     _build_audit(services, load_master_key(settings))

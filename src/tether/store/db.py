@@ -8,6 +8,7 @@ PostgreSQL the audit chain takes an advisory lock instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +20,15 @@ from sqlalchemy.pool import NullPool
 
 from tether.errors import Unavailable
 
+#: WAL pages after which a committing connection checkpoints by itself, when a background checkpointer runs
+BACKSTOP_PAGES = 20_000
+
 
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._wal_pages = [1000]  # SQLite's default auto-checkpoint; raised while a WalCheckpointer runs
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
@@ -34,7 +39,7 @@ class Database:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, self._wal_pages)
 
     @property
     def dialect(self) -> str:
@@ -103,7 +108,7 @@ class Database:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, wal_pages: list[int]) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
@@ -113,12 +118,80 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages[0])}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("tether_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class WalCheckpointer:
+    """Moves SQLite's WAL checkpoints off the commit path: a thread checkpoints (PASSIVE) every interval.
+
+    By default the connection whose commit pushes the WAL past 1,000 pages copies it into the database
+    and fsyncs it, inside that commit — for the audit writer, a request that waits many times longer
+    than its neighbours. While this runs, connections of this process auto-checkpoint only past
+    BACKSTOP_PAGES (so the WAL stays bounded if the thread falls behind); PASSIVE never blocks a writer.
+    Other processes (the CLI) keep SQLite's default. On PostgreSQL it does nothing.
+    """
+
+    def __init__(self, db: Database, *, interval: float = 0.5) -> None:
+        self.db = db
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        if not self.db.is_sqlite or self._thread is not None:
+            return
+        self.db._wal_pages[0] = BACKSTOP_PAGES
+        self.db.engine.dispose()  # pooled connections reopen with the new threshold
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tether-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(10)
+        self._thread = None
+        self.db._wal_pages[0] = 1000
+        self.db.engine.dispose()
+        self.checkpoint()  # leave the WAL short for whoever opens the database next
+
+    async def astart(self) -> None:
+        self.start()
+
+    async def astop(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.stop)
+
+    def checkpoint(self) -> bool:
+        """One PASSIVE checkpoint; False when the database could not be reached (tried again next time)."""
+        try:
+            raw = self.db.engine.raw_connection()
+        except SQLAlchemyError:
+            return False
+        try:
+            cur = raw.cursor()
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cur.fetchall()
+            cur.close()
+            self.checkpoints += 1
+            return True
+        except self.db.engine.dialect.loaded_dbapi.Error:
+            return False
+        finally:
+            raw.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.checkpoint()
 
 
 def null_pool_engine(url: str) -> Engine:
@@ -147,4 +220,4 @@ class RepoStore(Generic[R]):
             yield self._repo(conn)
 
 
-__all__ = ["Database", "RepoStore", "null_pool_engine"]
+__all__ = ["BACKSTOP_PAGES", "Database", "RepoStore", "WalCheckpointer", "null_pool_engine"]
