@@ -200,6 +200,10 @@ class HttpGateway:
             await self._handle(scope, receive, send)
         except TetherError as exc:
             await self._problem(send, exc, scope)
+        except _Abort as exc:
+            # Recorded already (leak.blocked / budget.exceeded). Returning with the response unfinished makes
+            # the server close the connection, so the client sees a cut stream, never a complete short one.
+            log.warning("streamed response cut", reason=str(exc), upstream=scope.get("tether.upstream"))
 
     async def _problem(self, send: ASGISend, exc: TetherError, scope: Mapping[str, Any] | None = None) -> None:
         doc = exc.problem()
@@ -830,7 +834,7 @@ class PrefixDispatch:
 
 
 class _Abort(Exception):
-    """Raised after the response started: the server drops the connection, so the client sees it cut."""
+    """Raised after the response started; `__call__` returns without finishing it, so the connection is cut."""
 
 
 def request_digest_of(doc: Mapping[str, Any]) -> str:
