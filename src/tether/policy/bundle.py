@@ -95,8 +95,7 @@ class Bundle:
     hash: str
     files: tuple[str, ...]
     source: str
-    _slices: dict[tuple[str, ...], Any] = field(default_factory=dict)
-    _index: dict[tuple[str, str, str], tuple[tuple[str, ...], dict[str, list[str]]]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, list[str]]]] = field(default_factory=dict)
     _evaluations: dict[tuple[str, ...], Slice] = field(default_factory=dict)
 
     def slice_ids(
@@ -114,7 +113,7 @@ class Bundle:
 
     def slice_for(self, action: str, resource_type: str, resource_id: str) -> Slice | None:
         """The evaluation slice for a request (None when no policy can apply), cached by content."""
-        ids = self._slice_key(action, resource_type, "", resource_id)
+        ids = self._slice_key(action, resource_type, resource_id)
         if not ids:
             return None
         found = self._evaluations.get(ids)
@@ -134,38 +133,27 @@ class Bundle:
             )
         return found
 
-    def policy_set(self, action: str, resource_type: str, effect: str = "", resource_id: str | None = None) -> Any:
-        """A pre-parsed cedarpy PolicySet of the slice (original effects), cached by the slice's content.
+    def _slice_key(self, action: str, resource_type: str, resource_id: str) -> tuple[str, ...]:
+        """The ids of the request's slice.
 
         Policies naming one resource with `==` are indexed by that resource, so a bundle of
         many per-tool or per-site policies still gives each request a slice of a few.
         """
-        ids = self._slice_key(action, resource_type, effect, resource_id)
-        if not ids:
-            return None
-        ps = self._slices.get(ids)
-        if ps is None:
-            if len(self._slices) > 10_000:
-                self._slices.clear()
-            ps = self._slices[ids] = self.policy_set_of(ids)
-        return ps
-
-    def _slice_key(self, action: str, resource_type: str, effect: str, resource_id: str | None) -> tuple[str, ...]:
-        key = (action, resource_type, effect)
+        key = (action, resource_type)
         index = self._index.get(key)
         if index is None:
-            generic = tuple(i for i in self.slice_ids(action, resource_type, effect or None, None))
+            generic = tuple(self.slice_ids(action, resource_type, None, None))
             specific: dict[str, list[str]] = {}
             for p in self.policies.values():
                 if p.resource_uid is None or p.resource_uid[0] != resource_type:
                     continue
-                if (effect and p.effect != effect) or (p.actions is not None and action not in p.actions):
+                if p.actions is not None and action not in p.actions:
                     continue
                 specific.setdefault(p.resource_uid[1], []).append(p.id)
             index = (generic, specific)
             self._index[key] = index
         generic, specific = index
-        extra = specific.get(resource_id or "")
+        extra = specific.get(resource_id)
         return generic + tuple(extra) if extra else generic
 
     def policy_set_of(self, ids: Iterable[str]) -> Any:
