@@ -38,7 +38,7 @@ log = get_logger("tether.audit")
 MAX_BATCH = 512
 WINDOW = 0.002  # at most this long the writer lingers for more events once it has one
 GAP = 0.0003  # …and stops lingering when none arrived for this long
-LAZY_WINDOW = 0.005  # a batch of only lazy records waits this long for an urgent one to ride with
+LAZY_WINDOW = 0.02  # a batch of only lazy records waits this long for an urgent one to ride with
 
 
 class _Job:

@@ -160,8 +160,11 @@ class WalCheckpointer:
         self._thread.join(10)
         self._thread = None
         self.db._wal_pages[0] = 1000
-        self.db.engine.dispose()
-        self.checkpoint()  # leave the WAL short for whoever opens the database next
+        try:
+            self.db.engine.dispose()
+            self.checkpoint()  # leave the WAL short for whoever opens the database next
+        except Exception:  # noqa: BLE001 — shutting down: the database may be gone already; SQLite recovers the WAL
+            return
 
     async def astart(self) -> None:
         self.start()
@@ -175,7 +178,7 @@ class WalCheckpointer:
         """One PASSIVE checkpoint; False when the database could not be reached (tried again next time)."""
         try:
             raw = self.db.engine.raw_connection()
-        except SQLAlchemyError:
+        except (SQLAlchemyError, self.db.engine.dialect.loaded_dbapi.Error):
             return False
         try:
             cur = raw.cursor()

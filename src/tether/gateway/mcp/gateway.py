@@ -48,7 +48,6 @@ MAX_PROMPT = 8192
 MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
 VISIBILITY_TTL = 5.0
-COMPLETED_LINGER = 0.02
 SECRETISH = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential)", re.I)
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -139,14 +138,11 @@ class McpGateway:
         self._visible: dict[tuple[Any, ...], tuple[float, bool]] = {}
         self._resource_servers: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._pending_done: list[tuple[Any, Any, dict[str, Any], float]] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._www = f'Bearer resource_metadata="{self.metadata_url}"'.encode()
 
     # ------------------------------------------------------------ lifecycle
 
     async def close(self) -> None:
-        self._flush_completed()
         if self._background:
             await asyncio.wait(set(self._background), timeout=10)
         await self.pool.close()
@@ -552,8 +548,6 @@ class McpGateway:
             verdict = await self._check(call)
         except _Refused as exc:
             return _tool_error(f"Refused: {exc.error.detail}", {"reason": exc.error.code})
-        if self._pending_done:  # earlier outcomes are written while this call is forwarded, not before its decision
-            self._flush_completed()
         if not verdict.allowed:
             return _refusal(verdict)
         forward: dict[str, Any] = {"name": tool, "arguments": arguments}
@@ -583,21 +577,11 @@ class McpGateway:
         return result
 
     def _defer_completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
-        """Queue a tool.completed record; it is written once the next call's decision is durable (so it never
-        delays a decision) or within COMPLETED_LINGER seconds, whichever comes first."""
-        self._pending_done.append((call, verdict, outcome, started))
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(COMPLETED_LINGER, self._flush_completed)
-
-    def _flush_completed(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        items, self._pending_done = self._pending_done, []
-        for call, verdict, outcome, started in items:
-            task = asyncio.create_task(self._completed(call, verdict, outcome, started))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        """Write a tool.completed record without holding up the answer: the audit log takes it as a lazy record,
+        committed with the next call's decision (or alone within its lazy window)."""
+        task = asyncio.create_task(self._completed(call, verdict, outcome, started))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _refresh(self, server: str, key: Key) -> dict[str, dict[str, Any]] | None:
         try:
