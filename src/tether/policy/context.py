@@ -16,10 +16,14 @@ so a flat one costs it less. A slice is left nested when a chain leaves the fixe
 (an attribute Tether does not set, or one read through a set or a string), so a flat key
 can never meet an attribute name a policy spells with a dot.
 
-The full context is still rendered on every call (it is cheap: pre-serialised pieces put
-into a format string) for the size limit, and it is sent instead of the slim one whenever
-Cedar might refuse it: a number outside Cedar's 64-bit `Long`, or an escaped UTF-16
-surrogate in a string. A request that fails on the full context fails the same way.
+The full context still sets the size limit (its length is summed from pre-serialised
+pieces, each of which fills one field of the template), and it is sent, to the policies as
+written, instead of the slim one whenever Cedar might refuse it: a number outside Cedar's
+64-bit `Long`, or an escaped UTF-16 surrogate in a string. A request that fails on the full
+context fails the same way.
+
+The same kind of walk lists the resource attributes a slice can read (`resource_reads`), so
+the resource entity built for a request carries only those.
 """
 
 from __future__ import annotations
