@@ -316,6 +316,7 @@ def _build_mcp_gateway(services: Services) -> None:
 
     from tether.credentials import Injection, Providers
     from tether.gateway.mcp import McpGateway, ServerSpec, load_config, mcp_router
+    from tether.gateway.mcp.wellknown import PathDispatch
     from tether.store.gateway import SqlPinStore
 
     holder: dict[str, aiohttp.ClientSession] = {}
@@ -340,6 +341,7 @@ def _build_mcp_gateway(services: Services) -> None:
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))
+    services.extras.setdefault("middleware", []).append((PathDispatch, {"path": "/mcp", "target": gateway}))
 
     async def start() -> None:
         return None
