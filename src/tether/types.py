@@ -28,16 +28,15 @@ PREFIXES = {
 }
 
 
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 characters
+
+
 def new_id(prefix: str) -> str:
-    """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits)."""
-    raw = secrets.token_bytes(17)
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-    n = int.from_bytes(raw, "big")
-    chars = []
-    for _ in range(26):
-        n, r = divmod(n, 32)
-        chars.append(alphabet[r])
-    return f"{prefix}_{''.join(chars)}"
+    """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits from the OS's CSPRNG)."""
+    n = int.from_bytes(secrets.token_bytes(17), "big")
+    p = _PAIRS
+    return prefix + "_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
 
 
 def utcnow() -> datetime:
