@@ -11,9 +11,14 @@ Every gateway call is fully processed: task token verified, tool mapped, decided
 landed, this script supplies an allow-all decision and a group-commit writer to the real chain
 (used only when `services.policy` / `services.audit` are missing).
 
-    python bench/mcp_gateway.py [--quick]
+    python bench/mcp_gateway.py [--quick] [--contextforge VENV]
 
 Last line: JSON with added_p50_ms, added_p99_ms, calls_per_s_32 (and the rest).
+
+`--contextforge VENV` (or TETHER_BENCH_CONTEXTFORGE=VENV) adds a fourth process: IBM's
+ContextForge (PyPI `mcp-contextforge-gateway`, installed in its own virtualenv VENV, since it
+pins mcp 1.x) in front of the same echo upstream, measured with the same client in the same
+interleaved blocks. See `contextforge_env` for its configuration and docs/mcp-gateway.md.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +191,150 @@ def run_tether(workdir: Path, port: int, upstream: str) -> None:
     )
 
 
+# ---------------------------------------------------------------- optional: ContextForge, same upstream
+
+CF_ADMIN = "admin@example.com"
+OWN_GROUPS: set[int] = set()  # children started as process-group leaders
+
+
+def contextforge_env(venv: Path, workdir: Path, port: int) -> dict[str, str]:
+    """ContextForge's settings for this bench: its tuning guide's "MCP-only deployment" profile.
+
+    Authentication stays on (bearer JWT, RBAC, auth caches at their longest TTLs); stateful
+    streamable HTTP sessions, so one upstream MCP session is reused per client session instead
+    of a new upstream client per call; one gunicorn worker (with one worker the in-process
+    cache is the shared cache, so Redis is not needed); SQLite in a scratch directory; the
+    features this workload does not use (UI, admin UI, A2A, catalog, plugins, observability,
+    metrics, audit trail, DB logging) off. Two settings are benchmark necessities, not tuning:
+    the default rate limit (100 MCP requests a minute) is off, and a 127.0.0.1 upstream is allowed.
+    """
+
+    def strong() -> str:  # it refuses weak or placeholder secrets and passwords
+        return f"Pw-{secrets.token_urlsafe(18)}9!"
+
+    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")}
+    return keep | {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOST": "127.0.0.1", "PORT": str(port), "DATABASE_URL": f"sqlite:///{workdir / 'cf.db'}",
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48), "AUTH_ENCRYPTION_SECRET": secrets.token_urlsafe(48),
+        "PLATFORM_ADMIN_EMAIL": CF_ADMIN, "PLATFORM_ADMIN_PASSWORD": strong(), "BASIC_AUTH_PASSWORD": strong(),
+        "DEFAULT_USER_PASSWORD": strong(),
+        "AUTH_REQUIRED": "true", "AUTH_CACHE_ENABLED": "true", "AUTH_CACHE_BATCH_QUERIES": "true",
+        "AUTH_CACHE_USER_TTL": "300", "AUTH_CACHE_TEAM_TTL": "300", "AUTH_CACHE_ROLE_TTL": "300",
+        "AUTH_CACHE_REVOCATION_TTL": "120", "REGISTRY_CACHE_ENABLED": "true", "TOOL_LOOKUP_CACHE_ENABLED": "true",
+        "CACHE_TYPE": "memory", "USE_STATEFUL_SESSIONS": "true", "JSON_RESPONSE_ENABLED": "true",
+        "MCPGATEWAY_UI_ENABLED": "false", "MCPGATEWAY_ADMIN_API_ENABLED": "false", "MCPGATEWAY_A2A_ENABLED": "false",
+        "MCPGATEWAY_CATALOG_ENABLED": "false", "LLMCHAT_ENABLED": "false", "PLUGINS_ENABLED": "false",
+        "OBSERVABILITY_ENABLED": "false", "ENABLE_METRICS": "false", "AUDIT_TRAIL_ENABLED": "false",
+        "SECURITY_LOGGING_ENABLED": "false", "STRUCTURED_LOGGING_DATABASE_ENABLED": "false",
+        "CORRELATION_ID_ENABLED": "false", "DB_METRICS_RECORDING_ENABLED": "false",
+        "MCPGATEWAY_PERFORMANCE_NET_CONNECTIONS_ENABLED": "false", "COMPRESSION_ENABLED": "false",
+        "LOG_LEVEL": "ERROR", "HTTPX_MAX_CONNECTIONS": "200", "HTTPX_MAX_KEEPALIVE_CONNECTIONS": "100",
+        "HTTPX_KEEPALIVE_EXPIRY": "30.0",
+        "RATE_LIMITING_ENABLED": "false", "SSRF_ALLOW_LOCALHOST": "true",
+    }  # fmt: skip
+
+
+def tail(text: str, n: int = 300) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-3:])[-n:] or "(no output)"
+
+
+def start_contextforge(
+    venv: Path, workdir: Path, upstream: str, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """Start ContextForge on a loopback port, register the upstream and a virtual server; raise on failure."""
+    py, gunicorn = venv / "bin" / "python", venv / "bin" / "gunicorn"
+    for exe in (py, gunicorn):
+        if not exe.exists():
+            raise RuntimeError(f"{exe} not found (install mcp-contextforge-gateway into that virtualenv)")
+    workdir.mkdir()
+    port = free_port()
+    env = contextforge_env(venv, workdir, port)
+    # to try other settings: TETHER_BENCH_CONTEXTFORGE_SETTINGS="CACHE_TYPE=redis REDIS_URL=redis://127.0.0.1:6379/9"
+    env |= dict(kv.split("=", 1) for kv in os.environ.get("TETHER_BENCH_CONTEXTFORGE_SETTINGS", "").split())
+
+    def run(*args: str, timeout: float) -> str:  # cwd: the scratch dir, so no stray .env file is read
+        r = subprocess.run([str(py), *args], env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(args[:2])} exited with {r.returncode}: {tail(r.stderr or r.stdout)}")
+        return r.stdout
+
+    version = run("-c", "from importlib.metadata import version; print(version('mcp-contextforge-gateway'))",
+                  timeout=60).strip()  # fmt: skip
+    run("-m", "mcpgateway.bootstrap_db", timeout=300)  # the schema, before the worker starts
+    log = workdir / "contextforge.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(gunicorn), "mcpgateway.main:app", "--worker-class", "uvicorn.workers.UvicornWorker",
+                                 "--workers", "1", "--bind", f"127.0.0.1:{port}", "--timeout", "600",
+                                 "--graceful-timeout", "5", "--access-logfile", "/dev/null", "--error-logfile", "-"],
+                                env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip  # own group: master and worker stop together
+    procs.append(proc)
+    OWN_GROUPS.add(proc.pid)
+    api = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}: {tail(log.read_text(errors='replace'))}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=5) as r:  # noqa: S310 - http loopback URL built here
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"no /health within 180 s: {tail(log.read_text(errors='replace'))}")
+        time.sleep(0.5)
+    # a bearer token as its README says: its JWT tool, signed with JWT_SECRET_KEY, for the platform admin
+    token = run("-m", "mcpgateway.utils.create_jwt_token", "--username", CF_ADMIN, "--exp", "240", timeout=120)
+    token = token.strip().splitlines()[-1]
+
+    def api_call(method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        req = urllib.request.Request(f"{api}{path}", data=data, headers=headers, method=method)  # noqa: S310 - as below
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - http loopback URL built here
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: HTTP {e.code} {e.read()[:200]!r}") from None
+
+    api_call("POST", "/gateways", {"name": "echo", "url": upstream, "transport": "STREAMABLEHTTP"})
+    listed = api_call("GET", "/tools")
+    items = listed if isinstance(listed, list) else listed.get("items", [])
+    tool = next((t for t in items if (t.get("originalName") or t.get("original_name")) == "echo"), None)
+    if tool is None:
+        raise RuntimeError(f"the echo tool was not discovered: {str(listed)[:200]}")
+    server = api_call("POST", "/servers", {"server": {"name": "echo_vs", "associated_tools": [tool["id"]]}})
+    return {"url": f"{api}/servers/{server['id']}/mcp", "token": token, "tool": tool["name"], "version": version}
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop every child; one that leads its own process group (gunicorn) is stopped with its group."""
+
+    def send(p: subprocess.Popen[bytes], sig: int) -> None:
+        try:
+            if p.pid in OWN_GROUPS:
+                os.killpg(p.pid, sig)
+            elif p.poll() is None:
+                p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    for p in procs:
+        send(p, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            send(p, signal.SIGKILL)
+            p.wait()
+        if p.pid in OWN_GROUPS:  # a worker that outlived its master
+            send(p, signal.SIGKILL)
+            OWN_GROUPS.discard(p.pid)
+
+
 # ---------------------------------------------------------------- the load generator
 
 
@@ -207,6 +360,8 @@ class Client:
             data = await r.read()
             if r.status >= 400:
                 raise RuntimeError(f"{method}: HTTP {r.status} {data[:200]!r}")
+            if data and r.content_type == "text/event-stream":  # a server that streams even a single reply
+                data = [ln[5:] for ln in data.splitlines() if ln.startswith(b"data:")][-1]
             return json.loads(data) if data else None
 
     async def open(self) -> None:
@@ -233,8 +388,10 @@ async def timed(client: Client, tool: str, n: int) -> list[float]:
     return out
 
 
-async def throughput(make: Any, tool: str, concurrency: int, seconds: float) -> float:
+async def throughput(make: Any, tool: str, concurrency: int, seconds: float, warm: bool = False) -> float:
     clients = [await make() for _ in range(concurrency)]
+    if warm:  # one untimed call per client first (ContextForge opens an upstream session per client session)
+        await asyncio.gather(*(c.call(tool) for c in clients))
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -254,42 +411,73 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def measure(direct_url: str, gw_url: str, token: str, quick: bool) -> dict[str, Any]:
+async def measure(direct_url: str, gw_url: str, token: str, quick: bool, cf: dict[str, Any] | None) -> dict[str, Any]:
     import aiohttp
 
     conn = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=conn) as http:
 
-        async def make_direct() -> Client:
-            c = Client(http, direct_url, None)
-            await c.open()
-            return c
+        def maker(url: str, bearer: str | None) -> Any:
+            async def make() -> Client:
+                c = Client(http, url, bearer)
+                await c.open()
+                return c
 
-        async def make_gw() -> Client:
-            c = Client(http, gw_url, token)
-            await c.open()
-            return c
+            return make
 
+        make_direct, make_gw = maker(direct_url, None), maker(gw_url, token)
         d, g = await make_direct(), await make_gw()
         await timed(d, "echo", 50)
         await timed(g, "echo__echo", 50)
+        cf_error = ""
+        if cf:  # ContextForge: same client, its virtual server's URL and its name for the tool
+            make_cf = maker(cf["url"], cf["token"])
+            try:
+                c = await make_cf()
+                await timed(c, cf["tool"], 50)
+            except Exception as e:  # noqa: BLE001 - the third-party leg is dropped, the run goes on
+                cf_error = str(e)
         blocks, per = (4, 100) if quick else (10, 200)
         direct: list[float] = []
         gateway: list[float] = []
+        contextforge: list[float] = []
         for _ in range(blocks):
             direct += await timed(d, "echo", per)
             gateway += await timed(g, "echo__echo", per)
+            if cf and not cf_error:
+                try:
+                    contextforge += await timed(c, cf["tool"], per)
+                except Exception as e:  # noqa: BLE001 - as above
+                    cf_error = str(e)
         secs = 3.0 if quick else 8.0
         res = {
             "direct_p50_ms": statistics.median(direct), "direct_p99_ms": pct(direct, 0.99),
             "gateway_p50_ms": statistics.median(gateway), "gateway_p99_ms": pct(gateway, 0.99),
             "calls_per_s_1": await throughput(make_gw, "echo__echo", 1, secs),
             "direct_calls_per_s_1": await throughput(make_direct, "echo", 1, secs),
-            "calls_per_s_32": await throughput(make_gw, "echo__echo", 32, secs),
-            "direct_calls_per_s_32": await throughput(make_direct, "echo", 32, secs),
-            "samples": len(gateway),
         }  # fmt: skip
+        if cf_error:
+            res["contextforge_error"] = cf_error[:300]
+        elif cf:
+            res |= {
+                "contextforge_p50_ms": statistics.median(contextforge),
+                "contextforge_p99_ms": pct(contextforge, 0.99),
+            }
+            res["contextforge_calls_per_s_1"] = await cf_throughput(make_cf, cf["tool"], 1, secs)
+        res["calls_per_s_32"] = await throughput(make_gw, "echo__echo", 32, secs)
+        res["direct_calls_per_s_32"] = await throughput(make_direct, "echo", 32, secs)
+        if cf and not cf_error:
+            res["contextforge_calls_per_s_32"] = await cf_throughput(make_cf, cf["tool"], 32, secs)
+        res["samples"] = len(gateway)
         return res
+
+
+async def cf_throughput(make: Any, tool: str, concurrency: int, seconds: float) -> float | str:
+    """ContextForge's calls/s; an error there is reported in its figure, not fatal to the run."""
+    try:
+        return await throughput(make, tool, concurrency, seconds, warm=True)
+    except Exception as e:  # noqa: BLE001 - any failure of the third-party leg becomes its figure
+        return f"failed: {str(e)[:160]}"
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -322,6 +510,12 @@ def main() -> None:
     )
     ap.add_argument("--memory-audit", action="store_true",
                     help="diagnosis: audit events kept in memory (no durable write), to split the added cost")  # fmt: skip
+    ap.add_argument("--contextforge", metavar="VENV", type=Path, default=os.environ.get("TETHER_BENCH_CONTEXTFORGE"),
+                    help="also measure ContextForge (mcp-contextforge-gateway installed in virtualenv VENV; default: "
+                         "$TETHER_BENCH_CONTEXTFORGE) in front of the same upstream. Its start-up (schema, boot, "
+                         "registration) takes 10-20 s and its calls are slower, so the run takes longer (--quick: "
+                         "about 50 s here, more on a loaded machine; the 60 s bound holds only without it). If it fails to "
+                         "start, the run goes on without it.")  # fmt: skip
     ap.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--tether", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -331,9 +525,14 @@ def main() -> None:
     if a.tether:
         run_tether(Path(a.tether[0]), int(a.tether[1]), a.tether[2])
         return
+    # A SIGTERM is handled as a Ctrl-C, which asyncio.run turns into a clean cancellation: children are stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    cf: dict[str, Any] | None = None
+    cf_status = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
             ep, tp = free_port(), free_port()
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
             env["BENCH_TRANSPORT"] = "sdk" if a.sdk else "lean"
@@ -346,29 +545,65 @@ def main() -> None:
             procs.append(subprocess.Popen([sys.executable, __file__, "--tether", tmp, str(tp), upstream], env=env))
             wait_port(tp, procs[-1])
             token = (Path(tmp) / "token").read_text()
-            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            if a.contextforge:
+                t0 = time.perf_counter()
+                n = len(procs)
+                try:
+                    cf = start_contextforge(
+                        Path(a.contextforge).absolute(), Path(tmp) / "contextforge", upstream, procs
+                    )
+                    cf_status = f"mcp-contextforge-gateway {cf['version']}"
+                    print(f"ContextForge {cf['version']} ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+                except Exception as e:  # noqa: BLE001 - whatever went wrong, the run goes on without it
+                    cf_status = f"unavailable: {str(e)[:400]}"
+                    print(f"ContextForge {cf_status}", file=sys.stderr)
+                    stop(procs[n:])
+                    del procs[n:]
+            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        finally:
+            stop(procs)
+    if "contextforge_error" in r:
+        cf, cf_status = None, f"unavailable: failed during the run: {r['contextforge_error']}"
+        print(f"ContextForge {cf_status}", file=sys.stderr)
     added50 = r["gateway_p50_ms"] - r["direct_p50_ms"]
     added99 = r["gateway_p99_ms"] - r["direct_p99_ms"]
     print(f"MCP tools/call, echo tool, {r['samples']} sequential calls per path (interleaved blocks); "
           f"upstream transport {'sdk' if a.sdk else 'lean'}{', audit in memory' if a.memory_audit else ''}")  # fmt: skip
-    print(f"{'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'calls/s c=1':>12} {'calls/s c=32':>13}")
-    print(f"{'direct':<10} {r['direct_p50_ms']:>8.2f} {r['direct_p99_ms']:>8.2f} {r['direct_calls_per_s_1']:>12.0f} "
+    w = 14 if cf else 10
+    print(f"{'path':<{w}} {'p50 ms':>8} {'p99 ms':>8} {'calls/s c=1':>12} {'calls/s c=32':>13}")
+    print(f"{'direct':<{w}} {r['direct_p50_ms']:>8.2f} {r['direct_p99_ms']:>8.2f} {r['direct_calls_per_s_1']:>12.0f} "
           f"{r['direct_calls_per_s_32']:>13.0f}")  # fmt: skip
-    print(f"{'gateway':<10} {r['gateway_p50_ms']:>8.2f} {r['gateway_p99_ms']:>8.2f} {r['calls_per_s_1']:>12.0f} "
+    print(f"{'gateway':<{w}} {r['gateway_p50_ms']:>8.2f} {r['gateway_p99_ms']:>8.2f} {r['calls_per_s_1']:>12.0f} "
           f"{r['calls_per_s_32']:>13.0f}")  # fmt: skip
+    if cf:
+
+        def rate(v: float | str) -> str:
+            return f"{v:.0f}" if isinstance(v, float) else "failed"
+
+        print(f"{'contextforge':<{w}} {r['contextforge_p50_ms']:>8.2f} {r['contextforge_p99_ms']:>8.2f} "
+              f"{rate(r['contextforge_calls_per_s_1']):>12} {rate(r['contextforge_calls_per_s_32']):>13}")  # fmt: skip
     print(f"added: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; gateway/direct throughput at c=32: "
           f"{r['calls_per_s_32'] / r['direct_calls_per_s_32']:.2f}")  # fmt: skip
     figures = {"transport": "sdk" if a.sdk else "lean", "durable_audit": not a.memory_audit, "added_p50_ms": round(added50, 3), "added_p99_ms": round(added99, 3),
                "calls_per_s_32": round(r["calls_per_s_32"], 1), "calls_per_s_1": round(r["calls_per_s_1"], 1),
                **{k: round(v, 3) for k, v in r.items() if k.startswith("direct") or k.startswith("gateway")}}  # fmt: skip
+    if cf:
+        cf50 = r["contextforge_p50_ms"] - r["direct_p50_ms"]
+        cf99 = r["contextforge_p99_ms"] - r["direct_p99_ms"]
+        print(f"contextforge added: p50 {cf50:+.2f} ms, p99 {cf99:+.2f} ms; "
+              f"contextforge added / gateway added (p50): {cf50 / added50 if added50 > 0 else float('nan'):.1f}")  # fmt: skip
+        figures |= {"contextforge": cf_status, "contextforge_added_p50_ms": round(cf50, 3),
+                    "contextforge_added_p99_ms": round(cf99, 3),
+                    "contextforge_vs_tether_added_p50_ratio": round(cf50 / added50, 2) if added50 > 0 else None,
+                    **{f"contextforge_calls_per_s_{c}": v if isinstance(v, str) else round(v, 1)
+                       for c in (1, 32) for v in [r[f"contextforge_calls_per_s_{c}"]]},
+                    "contextforge_p50_ms": round(r["contextforge_p50_ms"], 3),
+                    "contextforge_p99_ms": round(r["contextforge_p99_ms"], 3)}  # fmt: skip
+    elif a.contextforge:
+        figures["contextforge"] = cf_status
     print(json.dumps(figures))
 
 
