@@ -71,6 +71,7 @@ def create_app(services: Services) -> FastAPI:
         version=__version__,
         summary="Govern AI assistants acting for people: identity, task tokens, policy, approvals, audit.",
         lifespan=lifespan,
+        **_no_native_telemetry(),
     )
     app.state.services = services
     app.state.metrics = services.metrics
@@ -93,6 +94,17 @@ def create_app(services: Services) -> FastAPI:
         app.add_middleware(middleware, **kwargs)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI ≥ 0.16x asks OpenTelemetry for its providers on every request (environment lookups included),
+    a measurable part of a gateway call; Tether exports Prometheus metrics itself, so that is switched off
+    where the running FastAPI has the option."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def openapi_document(services: Services) -> dict[str, Any]:
