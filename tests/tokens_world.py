@@ -130,5 +130,7 @@ def events_of(services: Services, kind: str) -> list[dict[str, Any]]:
     from tether.store.schema.audit import audit_events
 
     with services.db.read() as conn:
-        rows = conn.execute(select(audit_events.c.body).where(audit_events.c.type == kind)).all()
+        rows = conn.execute(
+            select(audit_events.c.body).where(audit_events.c.type == kind).order_by(audit_events.c.seq)
+        ).all()
     return [json.loads(r.body) for r in rows]

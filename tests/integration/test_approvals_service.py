@@ -30,7 +30,9 @@ def world(services):
 
 def _events(services, kind):
     with services.db.read() as conn:
-        rows = conn.execute(select(audit_events.c.body).where(audit_events.c.type == kind)).all()
+        rows = conn.execute(
+            select(audit_events.c.body).where(audit_events.c.type == kind).order_by(audit_events.c.seq)
+        ).all()
     return [json.loads(r.body) for r in rows]
 
 

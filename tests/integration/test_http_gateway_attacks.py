@@ -35,7 +35,9 @@ def get(world: World, path: str, upstream: str = "m365", **kw: object) -> httpx.
 
 def events(world: World, kind: str) -> list[dict[str, object]]:
     with world.services.db.read() as conn:
-        rows = conn.execute(select(audit_events.c.body).where(audit_events.c.type == kind)).all()
+        rows = conn.execute(
+            select(audit_events.c.body).where(audit_events.c.type == kind).order_by(audit_events.c.seq)
+        ).all()
     return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
 
 
@@ -250,7 +252,11 @@ def test_canary_credentials_appear_in_no_log_error_audit_row_metric_export_or_re
     seen.append(get(world, f"/v1.0/users/{uid}/drive/root/children").text)
     seen.append(httpx.get(f"{world.base}/metrics").text)
     with world.services.db.read() as conn:
-        seen.append(json.dumps([list(map(str, r)) for r in conn.execute(select(audit_events)).all()]))
+        seen.append(
+            json.dumps(
+                [list(map(str, r)) for r in conn.execute(select(audit_events).order_by(audit_events.c.seq)).all()]
+            )
+        )
     from typer.testing import CliRunner
 
     from tether.cli.main import app

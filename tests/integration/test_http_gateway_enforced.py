@@ -76,7 +76,8 @@ def test_reads_inside_scope_are_allowed_and_recorded(world: World) -> None:
     assert r.status_code == 200, r.text
     with world.services.db.read() as conn:
         bodies = [json.loads(b) for (b,) in conn.execute(
-            select(audit_events.c.body).where(audit_events.c.type == "policy.decided")).all()]  # fmt: skip
+            select(audit_events.c.body).where(audit_events.c.type == "policy.decided")
+            .order_by(audit_events.c.seq)).all()]  # fmt: skip
     assert any(b["decision"] == "allow" and b["action"] == "mail:read" for b in bodies)
 
 

@@ -18,7 +18,9 @@ from tether.types import utcnow
 
 def _events(services: Services, kind: str) -> list[dict[str, Any]]:
     with services.db.read() as conn:
-        rows = conn.execute(select(audit_events.c.body).where(audit_events.c.type == kind)).all()
+        rows = conn.execute(
+            select(audit_events.c.body).where(audit_events.c.type == kind).order_by(audit_events.c.seq)
+        ).all()
     return [json.loads(r.body) for r in rows]
 
 
@@ -109,7 +111,7 @@ def test_deprovisioning_cascades_with_an_event_and_revocation_each(services: Ser
     assert len(_events(services, "agent.suspended")) == 2
     assert len(_events(services, "person.deprovisioned")) == 1
     with services.db.read() as conn:
-        types = [r.type for r in conn.execute(select(audit_events.c.type))]
+        types = [r.type for r in conn.execute(select(audit_events.c.type).order_by(audit_events.c.seq))]
     assert any(t.startswith("delegation.") and t != "delegation.granted" for t in types)
     assert any(t.startswith("task.") for t in types)
 
