@@ -172,3 +172,35 @@ def test_suspend_from_the_console_needs_an_admin_token(client, services, world):
     r = client.post(f"/console/agents/{world.agent}/suspend", data={"csrf": csrf, "token": admin, "reason": "x"})
     assert r.status_code == 200
     assert services.identity.get_agent(world.agent).status.value == "suspended"
+
+
+def _log_status(html: str) -> str:
+    m = re.search(r'<span id="log-status">(.*?)</span>\s*</p>', html, re.S)
+    assert m, "no whole-log status on the task page"
+    return re.sub(r"\s+", " ", m.group(1))
+
+
+async def test_the_task_page_shows_the_whole_logs_verification(client, services, world):
+    """The whole chain is verified in the background: 'verified' on an intact log, the first bad seq after an edit."""
+    from tether.store.schema.audit import audit_events
+
+    await pending(world)
+    sign_in(client, services.admin_tokens.issue(world.sponsor, Role.APPROVER))
+    console = next(r.app for r in client.app.routes if getattr(r, "path", "") == "/console")
+    status = console.state.chain_status
+    status.every = 0.0  # a new run on every page load (the default is at most one a minute)
+    page = f"/console/tasks/{world.task}"
+    client.get(page)
+    status.wait(30)
+    intact = _log_status(client.get(page).text)
+    assert "verified" in intact
+    assert "NOT intact" not in intact
+    status.wait(30)
+    with services.db.write() as conn:  # someone edits the first record in the database
+        body = conn.execute(audit_events.select().where(audit_events.c.seq == 1)).one().body
+        conn.execute(update(audit_events).where(audit_events.c.seq == 1).values(body=body.replace('"', '"x', 1)))
+    client.get(page)
+    status.wait(30)
+    broken = _log_status(client.get(page).text)
+    assert "NOT intact" in broken
+    assert "at seq 1" in broken
