@@ -204,3 +204,17 @@ async def test_the_task_page_shows_the_whole_logs_verification(client, services,
     broken = _log_status(client.get(page).text)
     assert "NOT intact" in broken
     assert "at seq 1" in broken
+
+
+async def test_the_queue_names_agent_and_person_and_policies_name_the_default_approver(client, services, world):
+    """People read names, not ids: the queue shows the agent's and the person's names beside their ids;
+    a policy asking for approval without @approver shows that the sponsor decides."""
+    a = await pending(world)
+    sign_in(client, services.admin_tokens.issue(world.sponsor, Role.APPROVER))
+    row = re.search(rf'<tr data-approval="{a.id}">(.*?)</tr>', client.get("/console/approvals").text, re.S)
+    assert row
+    assert "Mail helper" in row.group(1)
+    assert "Pat Person" in row.group(1)
+    assert a.agent_id in row.group(1)
+    # the default pack's destructive-action rules ask for approval and name no @approver
+    assert "sponsor (default)" in client.get("/console/policies").text

@@ -233,7 +233,9 @@ def create_console(services: Services) -> FastAPI:
         live = [x for x in pending if x.status_at(now) is ApprovalStatus.PENDING]
         recent = [x for x in a.list_approvals(limit=30).items if x.status is not ApprovalStatus.PENDING]
         mine = {x.id for x in live if a.may_decide(s.person_id, x)}
-        return render(request, "approvals.html", pending=live, recent=recent, mine=mine,
+        names = _names(services, *{x.agent_id for x in live}, *{x.person_id for x in live},
+                       *{x.decided_by for x in recent})  # fmt: skip
+        return render(request, "approvals.html", pending=live, recent=recent, mine=mine, names=names,
                       state=_state([x.id for x in live]), poll=f"{PREFIX}/approvals.json")  # fmt: skip
 
     @app.get("/approvals.json")
@@ -453,8 +455,15 @@ def _policy_info(services: Services) -> dict[str, Any]:
         return {"engine": False, "loaded": False}
     bundle = engine.bundle
     loaded_at = engine.loaded_at
+    # who may lift a forbid that asks for approval: the policy's @approver, else the agent's sponsor
     policies = [
-        {"id": p.id, "effect": p.effect, "reason": p.reason, "approver": p.approver, "where": f"{p.file}:{p.line}"}
+        {
+            "id": p.id,
+            "effect": p.effect,
+            "reason": p.reason,
+            "where": f"{p.file}:{p.line}",
+            "approver": p.approver or ("sponsor (default)" if p.obligation == "approval" else None),
+        }
         for p in (bundle.policies.values() if bundle is not None else ())
     ]
     return {
