@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.api.auth import AdminTokens
+from tether.api.dispatch import Dispatch
 from tether.approvals import ApprovalService, WebhookNotifier
 from tether.audit.log import AuditLog, audit_key
 from tether.config import Settings
@@ -248,7 +249,7 @@ def _build_http_gateway(services: Services) -> None:
 
     from tether.credentials import Providers
     from tether.errors import TetherError
-    from tether.gateway.http import HttpGateway, PrefixDispatch, load_config
+    from tether.gateway.http import HttpGateway, load_config
     from tether.gateway.http.wellknown import proxy_metadata_router
 
     vault = services.extras["vault"]
@@ -287,7 +288,7 @@ def _build_http_gateway(services: Services) -> None:
     holder["gw"] = gateway
     services.extras["http_gateway"] = gateway
     # /proxy/ is dispatched before the router (its route matching costs ~0.4 ms a request)
-    services.extras.setdefault("middleware", []).append((PrefixDispatch, {"prefix": "/proxy/", "target": gateway}))
+    services.extras.setdefault("middleware", []).append((Dispatch, {"prefix": "/proxy/", "target": gateway}))
     services.extras.setdefault("routers", []).append(proxy_metadata_router(gateway, services.settings.issuer))
     sweeper: dict[str, asyncio.Task[None]] = {}
 
@@ -316,7 +317,6 @@ def _build_mcp_gateway(services: Services) -> None:
 
     from tether.credentials import Injection, Providers
     from tether.gateway.mcp import McpGateway, ServerSpec, load_config, mcp_router
-    from tether.gateway.mcp.wellknown import PathDispatch
     from tether.store.gateway import SqlPinStore
 
     holder: dict[str, aiohttp.ClientSession] = {}
@@ -341,7 +341,7 @@ def _build_mcp_gateway(services: Services) -> None:
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))
-    services.extras.setdefault("middleware", []).append((PathDispatch, {"path": "/mcp", "target": gateway}))
+    services.extras.setdefault("middleware", []).append((Dispatch, {"path": "/mcp", "target": gateway}))
 
     async def start() -> None:
         return None

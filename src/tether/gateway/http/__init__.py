@@ -7,7 +7,7 @@ section of the gateway config), `load_route_map` / `RouteMap` (YAML route maps; 
 
 from tether.gateway.http.config import HttpGatewayConfig, Upstream, load_config
 from tether.gateway.http.normalise import PathRefused, encode_path, normalise_path, parse_query
-from tether.gateway.http.proxy import HttpGateway, PrefixDispatch
+from tether.gateway.http.proxy import HttpGateway
 from tether.gateway.http.routes import RouteMap, extract_facts, load_route_map
 from tether.gateway.http.scan import LeakScanner
 
@@ -16,7 +16,6 @@ __all__ = [
     "HttpGatewayConfig",
     "LeakScanner",
     "PathRefused",
-    "PrefixDispatch",
     "RouteMap",
     "Upstream",
     "encode_path",

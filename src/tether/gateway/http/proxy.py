@@ -818,21 +818,6 @@ class HttpGateway:
             self.metrics.upstream_calls.labels("http", up.name, "ok").inc()
 
 
-class PrefixDispatch:
-    """ASGI middleware handing requests under `prefix` straight to `target`, before the app's router."""
-
-    def __init__(self, app: Any, *, prefix: str, target: Any) -> None:
-        self.app = app
-        self.prefix = prefix
-        self.target = target
-
-    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
-            await self.target(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
 class _Abort(Exception):
     """Raised after the response started; `__call__` returns without finishing it, so the connection is cut."""
 
@@ -902,7 +887,6 @@ __all__ = [
     "HttpGateway",
     "LeakBlocked",
     "PolicyDenied",
-    "PrefixDispatch",
     "RouteNotMapped",
     "UnknownUpstream",
     "UpstreamFailed",

@@ -31,23 +31,4 @@ def mcp_router(gateway: McpGateway, issuer: str) -> APIRouter:
     return router
 
 
-class PathDispatch:
-    """ASGI middleware handing requests for exactly `path` to `target`, before the app's router.
-
-    FastAPI's router matches and prepares every route on each request; for `/mcp`, on every tool
-    call, that costs more than the gateway's own parsing. The route above stays for completeness.
-    """
-
-    def __init__(self, app: Any, *, path: str, target: Any) -> None:
-        self.app = app
-        self.path = path
-        self.target = target
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path:
-            await self.target(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
-__all__ = ["PathDispatch", "mcp_router"]
+__all__ = ["mcp_router"]
