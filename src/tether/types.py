@@ -29,13 +29,13 @@ PREFIXES = {
 
 
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 characters
+ID_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 characters
 
 
 def new_id(prefix: str) -> str:
     """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits from the OS's CSPRNG)."""
     n = int.from_bytes(secrets.token_bytes(17), "big")
-    p = _PAIRS
+    p = ID_PAIRS
     return prefix + "_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
 
 

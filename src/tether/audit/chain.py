@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select, text
 from tether.audit.model import GENESIS_HASH, Event, Record
 from tether.canon import canonical
 from tether.store.schema.audit import audit_events
-from tether.types import rfc3339, utcnow
+from tether.types import ID_PAIRS, rfc3339, utcnow
 
 #: Advisory lock key for the chain sequencer on PostgreSQL ("tether-audit" as int64).
 CHAIN_LOCK_KEY = 0x7465746865726175
@@ -72,10 +72,6 @@ def canonical_fast(value: Any) -> bytes:
     return canonical(value)
 
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits → 2 characters
-
-
 def event_id() -> str:
     """`evt_` + 26 characters of tether.types.new_id's alphabet: 50 bits of milliseconds, then 80 random bits.
 
@@ -83,7 +79,7 @@ def event_id() -> str:
     random ids every event of a batch lands on another leaf page, and each page costs a WAL write.
     """
     n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    p = _PAIRS
+    p = ID_PAIRS
     return "evt_" + "".join([p[(n >> s) & 1023] for s in range(120, -10, -10)])
 
 
@@ -170,11 +166,11 @@ def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any
     Each statement releases and re-takes the GIL once, where `executemany` does so per row; under a busy
     event loop every re-take can wait a full switch interval.
     """
+    marks = "(" + ", ".join(["?"] * width) + ")"
     i, n = 0, len(rows)
     while i < n:
         size = 1 << min((n - i).bit_length() - 1, 8)  # ≤ 256 rows × 10 columns, well under SQLite's variable cap
         chunk = rows[i : i + size]
-        marks = "(" + ", ".join(["?"] * width) + ")"
         cur.execute(head_sql + ", ".join([marks] * size), [v for r in chunk for v in r])
         i += size
 
@@ -200,9 +196,7 @@ def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], l
 
 
 _HEAD = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-_INSERT = (
-    "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash) VALUES ({marks})"
-)
+_INSERT = _INSERT_HEAD + "({marks})"
 
 
 __all__ = [

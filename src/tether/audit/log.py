@@ -8,10 +8,10 @@ Callers wait only for their own batch. Records that nothing waits on before an e
 call's outcome, written after its answer has left) are `lazy`: they still return only once
 durable, but they ride in the next commit someone needs at once, or are committed on their own
 after LAZY_WINDOW — so an outcome never costs the next call's decision an fsync of its own.
- If the transaction fails, every caller in that
-batch gets `Unavailable` and nothing of the batch is stored (one transaction); the next
-batch tries again, so writing resumes when the store returns. The writer is a thread, not
-a task, so a slow fsync never stalls the event loop the gateways run on.
+If the transaction fails, every caller in that batch gets `Unavailable` and nothing of the
+batch is stored (one transaction); the next batch tries again, so writing resumes when the
+store returns. The writer is a thread, not a task, so a slow fsync never stalls the event
+loop the gateways run on.
 """
 
 from __future__ import annotations

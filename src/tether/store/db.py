@@ -20,7 +20,9 @@ from sqlalchemy.pool import NullPool
 
 from tether.errors import Unavailable
 
-#: WAL pages after which a committing connection checkpoints by itself, when a background checkpointer runs
+#: WAL pages after which a committing connection checkpoints by itself: SQLite's default, and the backstop
+#: while a background checkpointer runs
+DEFAULT_WAL_PAGES = 1000
 BACKSTOP_PAGES = 20_000
 
 
@@ -28,7 +30,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self._wal_pages = [1000]  # SQLite's default auto-checkpoint; raised while a WalCheckpointer runs
+        #: SQLite's auto-checkpoint threshold for connections opened from now on (raised while a WalCheckpointer runs)
+        self.wal_autocheckpoint = DEFAULT_WAL_PAGES
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
@@ -39,7 +42,7 @@ class Database:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, self._wal_pages)
+            _configure_sqlite(self.engine, lambda: self.wal_autocheckpoint)
 
     @property
     def dialect(self) -> str:
@@ -108,7 +111,7 @@ class Database:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine, wal_pages: list[int]) -> None:
+def _configure_sqlite(engine: Engine, wal_pages: Callable[[], int]) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
@@ -118,7 +121,7 @@ def _configure_sqlite(engine: Engine, wal_pages: list[int]) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages[0])}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages())}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -147,7 +150,7 @@ class WalCheckpointer:
     def start(self) -> None:
         if not self.db.is_sqlite or self._thread is not None:
             return
-        self.db._wal_pages[0] = BACKSTOP_PAGES
+        self.db.wal_autocheckpoint = BACKSTOP_PAGES
         self.db.engine.dispose()  # pooled connections reopen with the new threshold
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="tether-wal-checkpoint", daemon=True)
@@ -159,7 +162,7 @@ class WalCheckpointer:
         self._stop.set()
         self._thread.join(10)
         self._thread = None
-        self.db._wal_pages[0] = 1000
+        self.db.wal_autocheckpoint = DEFAULT_WAL_PAGES
         try:
             self.db.engine.dispose()
             self.checkpoint()  # leave the WAL short for whoever opens the database next
