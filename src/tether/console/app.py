@@ -429,21 +429,22 @@ class ChainStatus:
             return self._result
 
     def wait(self, timeout: float) -> None:
-        """For tests and the CLI: wait for a run under way to finish."""
+        """For tests: wait for a run under way to finish."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
 
     def _verify(self) -> None:
         started = time.monotonic()
+        ok, events, detail, bad = False, 0, "", None
         try:
             r = self._run()
-            result = {"ok": bool(r.ok), "events": r.events, "detail": r.detail or "",
-                      "first_bad_seq": r.first_bad_seq, "at": utcnow()}  # fmt: skip
+            ok, events, detail, bad = bool(r.ok), r.events, r.detail or "", r.first_bad_seq
         except TetherError as exc:
-            result = {"ok": False, "events": 0, "detail": exc.detail, "first_bad_seq": None, "at": utcnow()}
+            detail = exc.detail
         except Exception as exc:  # noqa: BLE001 — a page shows a verification failure, it does not crash
-            result = {"ok": False, "events": 0, "detail": type(exc).__name__, "first_bad_seq": None, "at": utcnow()}
+            detail = type(exc).__name__
+        result = {"ok": ok, "events": events, "detail": detail, "first_bad_seq": bad, "at": utcnow()}
         with self._lock:
             self._result, self._at = result, started
 
