@@ -1,32 +1,66 @@
-"""Hot paths handed to their gateway ahead of FastAPI's router.
+"""Hot paths handed to their gateway ahead of FastAPI's middleware stack and router.
 
-The router matches and prepares routes on every request, which costs more than a gateway's
-own parsing of a tool or API call; `/proxy/…` and `/mcp` are dispatched here instead.
+The router matches and prepares routes on every request, and each layer of the middleware
+stack (server errors, telemetry, body limit, metrics) adds its own coroutine and `send`
+wrapper; together they cost more than a gateway's own parsing of a tool or API call.
+`/proxy/…` and `/mcp` are therefore dispatched by `tether.api.app.TetherApp` before any of
+that, keeping only what those paths need from it: the request metrics and the problem
+document of an unexpected error (the gateways answer their own errors and cap their bodies).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
 class Dispatch:
-    """ASGI middleware: HTTP requests whose path is `path`, or starts with `prefix`, go straight to `target`."""
+    """HTTP requests whose path is `path`, or starts with `prefix`, go straight to `target` (an ASGI app)."""
 
-    def __init__(self, app: Any, *, target: Any, path: str | None = None, prefix: str | None = None) -> None:
-        if (path is None) == (prefix is None):
+    target: Any
+    path: str | None = None
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.prefix is None):
             raise ValueError("give exactly one of path and prefix")
-        self.app = app
-        self.target = target
-        self.path = path
-        self.prefix = prefix
+        if self.prefix is not None and not self.prefix.endswith("/"):
+            raise ValueError("a prefix ends with '/'")
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (
-            scope["path"] == self.path if self.prefix is None else scope["path"].startswith(self.prefix)
-        ):
-            await self.target(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    @property
+    def template(self) -> str:
+        """The route label of its requests in the metrics, as for requests no route matched: `/{first segment}`."""
+        key = self.path if self.path is not None else self.prefix
+        assert key is not None
+        return "/" + key.lstrip("/").split("/", 1)[0]
 
 
-__all__ = ["Dispatch"]
+class HotPaths:
+    """The dispatch table: exact paths by dict lookup, then prefixes in order."""
+
+    def __init__(self, entries: list[Dispatch]) -> None:
+        self.exact: dict[str, tuple[Any, str]] = {}
+        self.prefixes: tuple[tuple[str, Any, str], ...] = ()
+        for e in entries:
+            if e.path is not None:
+                self.exact[e.path] = (e.target, e.template)
+            else:
+                assert e.prefix is not None
+                self.prefixes += ((e.prefix, e.target, e.template),)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes)
+
+    def find(self, path: str) -> tuple[Any, str] | None:
+        """(target, metrics route label) of a hot path, or None."""
+        hit = self.exact.get(path)
+        if hit is not None:
+            return hit
+        for prefix, target, template in self.prefixes:
+            if path.startswith(prefix):
+                return target, template
+        return None
+
+
+__all__ = ["Dispatch", "HotPaths"]

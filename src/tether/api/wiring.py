@@ -287,8 +287,8 @@ def _build_http_gateway(services: Services) -> None:
     )  # fmt: skip
     holder["gw"] = gateway
     services.extras["http_gateway"] = gateway
-    # /proxy/ is dispatched before the router (its route matching costs ~0.4 ms a request)
-    services.extras.setdefault("middleware", []).append((Dispatch, {"prefix": "/proxy/", "target": gateway}))
+    # /proxy/ is dispatched before the middleware stack and the router (tether.api.dispatch)
+    services.extras.setdefault("dispatch", []).append(Dispatch(gateway, prefix="/proxy/"))
     services.extras.setdefault("routers", []).append(proxy_metadata_router(gateway, services.settings.issuer))
     sweeper: dict[str, asyncio.Task[None]] = {}
 
@@ -341,7 +341,7 @@ def _build_mcp_gateway(services: Services) -> None:
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))
-    services.extras.setdefault("middleware", []).append((Dispatch, {"path": "/mcp", "target": gateway}))
+    services.extras.setdefault("dispatch", []).append(Dispatch(gateway, path="/mcp"))
 
     async def start() -> None:
         return None
