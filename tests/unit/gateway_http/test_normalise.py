@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.gateway.http.normalise import PathRefused, encode_path, encode_query, normalise_path, parse_query
+from tether.gateway.http.normalise import (
+    _QSAFE,
+    SAFE,
+    PathRefused,
+    encode_path,
+    encode_query,
+    normalise_path,
+    parse_query,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,3 +63,11 @@ def test_queries_are_sorted_and_reencoded_stably() -> None:
     pairs = parse_query("$top=5&$filter=subject%20eq%20'a%26b'&a=")
     assert pairs == [("$filter", "subject eq 'a&b'"), ("$top", "5"), ("a", "")]
     assert parse_query(encode_query(pairs)) == pairs
+
+
+@given(st.lists(st.text(max_size=8) | st.sampled_from(["v1.0", "alice@contoso.example", "$top", "a+b", "x/y"])))
+def test_encoding_is_quote_with_the_safe_sets(texts: list[str]) -> None:
+    """Plain segments and query parts skip `quote`, and come out exactly as `quote` writes them."""
+    assert encode_path(tuple(texts)) == "/" + "/".join(quote(s, safe=SAFE) for s in texts)
+    pairs = list(zip(texts, reversed(texts), strict=True))
+    assert encode_query(pairs) == "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QSAFE)}" for k, v in pairs)

@@ -41,3 +41,16 @@ def test_clean_data_passes_whole() -> None:
     out = b"".join(scanner.feed(data[i : i + 4096]) for i in range(0, len(data), 4096)) + scanner.flush()
     assert out == data
     assert not scanner.hit
+
+
+@pytest.mark.parametrize("secret", [SECRET, "line\nbreak-" + SECRET])
+def test_header_values_are_scanned_together_without_matching_across_them(secret: str) -> None:
+    """`contains_any` finds a secret in any one value, and never one made of the end of a value and the next's start."""
+    scanner = LeakScanner([secret])
+    clean = [b"application/json", b"nosniff", b"sandbox"]
+    assert not scanner.contains_any(clean)
+    assert scanner.contains_any([*clean, b"x" + secret.encode() + b"y"])
+    half = len(secret) // 2
+    split = [secret[:half].encode(), secret[half:].encode()]
+    assert not scanner.contains_any(split)
+    assert not LeakScanner([]).contains_any([secret.encode()])

@@ -24,6 +24,11 @@ _BAD = frozenset("/\\%;") | {chr(c) for c in range(0x20)} | {"\x7f"}
 #: characters left unescaped in forwarded segments (RFC 3986 pchar minus the ones we refuse)
 SAFE = "!$&'()*+,=:@-._~"
 _QSAFE = "!$'()*,:@-._~/"
+#: text that `quote` with those safe sets returns unchanged (its own always-safe letters, digits and `_.-~`, and the
+#: safe set): answered without calling it
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~!$&'()*+,=:@-]*").fullmatch
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~$-]*").fullmatch
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.~!$'()*,:@/-]*").fullmatch
 
 
 class PathRefused(InvalidRequest):
@@ -61,7 +66,7 @@ def normalise_path(raw: str) -> tuple[str, ...]:
 
 
 def encode_path(segments: tuple[str, ...]) -> str:
-    return "/" + "/".join(quote(s, safe=SAFE) for s in segments)
+    return "/" + "/".join(s if _PLAIN_SEGMENT(s) else quote(s, safe=SAFE) for s in segments)
 
 
 def parse_query(raw: str) -> list[tuple[str, str]]:
@@ -76,7 +81,10 @@ def parse_query(raw: str) -> list[tuple[str, str]]:
 
 
 def encode_query(pairs: list[tuple[str, str]]) -> str:
-    return "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QSAFE)}" for k, v in pairs)
+    return "&".join(
+        f"{k if _PLAIN_KEY(k) else quote(k, safe='$')}={v if _PLAIN_VALUE(v) else quote(v, safe=_QSAFE)}"
+        for k, v in pairs
+    )
 
 
 __all__ = ["PathRefused", "encode_path", "encode_query", "normalise_path", "parse_query"]

@@ -38,6 +38,11 @@ def _needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(sorted(out, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=4096)
+def _joinable(needles: tuple[bytes, ...]) -> bool:
+    return not any(b"\n" in n for n in needles)
+
+
 def needles(secrets: Iterable[str]) -> tuple[bytes, ...]:
     """Every form of the secrets to look for (cached: providers hand out the same values for a while)."""
     return _needles(tuple(sorted(set(secrets))))
@@ -52,6 +57,16 @@ class LeakScanner:
 
     def contains(self, data: bytes) -> bool:
         return any(n in data for n in self.needles)
+
+    def contains_any(self, values: Iterable[bytes]) -> bool:
+        """Whether any of the values holds a needle: scanned as one text, each value on a line of its own
+        (so no needle matches across two values), or one by one if a needle holds a line break."""
+        needles = self.needles
+        if not needles:
+            return False
+        if _joinable(needles):
+            return self.contains(b"\n".join(values))
+        return any(self.contains(v) for v in values)
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes safe to send now; sets `hit` (and returns b"") when a needle is found."""
