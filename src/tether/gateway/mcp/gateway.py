@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from tether import __version__
 from tether.audit.model import Event
-from tether.canon import canonical, digest
+from tether.canon import canonical_fast, digest
 from tether.errors import TetherError
 from tether.gateway.mcp.catalog import Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
@@ -594,7 +594,7 @@ class McpGateway:
         from tether.gateway._enforce import Call
 
         r = mapped.resource
-        args_sha = hashlib.sha256(canonical(dict(arguments))).hexdigest()
+        args_sha = hashlib.sha256(canonical_fast(dict(arguments))).hexdigest()
         request_digest = digest({
             "task_id": token.task_id, "person": token.person_id, "actors": list(token.actors),
             "action": mapped.action, "resource": {"type": r.type, "id": r.id, "system": r.system},
