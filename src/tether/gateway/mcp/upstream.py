@@ -173,9 +173,10 @@ class UpstreamSession:
             self.last_used = time.monotonic()
             self.inflight += 1
             try:
-                return await asyncio.wait_for(
-                    self.lean.request(method, params, timeout), (timeout or self.spec.timeout) + 1
-                )
+                # a deadline on this task, not wait_for's task around the request: one task less per call
+                async with asyncio.timeout((timeout or self.spec.timeout) + 1):
+                    answer: dict[str, Any] = await self.lean.request(method, params, timeout)
+                    return answer
             except TimeoutError:
                 raise UpstreamUnavailable(f"MCP server {self.spec.name} did not answer in time") from None
             except UpstreamUnavailable:
@@ -312,7 +313,10 @@ class UpstreamPool:
         spec = self.servers[key[0]]
         cap = self._caps[key[0]]
         try:
-            await asyncio.wait_for(cap.acquire(), spec.timeout)
+            if cap.locked():
+                await asyncio.wait_for(cap.acquire(), spec.timeout)
+            else:  # free: acquire() takes it at once, without wait_for's task and timer
+                await cap.acquire()
         except TimeoutError:
             raise UpstreamUnavailable(
                 f"MCP server {key[0]} is at its concurrency cap ({spec.max_concurrency})"
