@@ -182,7 +182,7 @@ class Enforcer:
         # The content (arguments, prompt, decision input) rides in the same commit: one fsync per call.
         await self.audit.record_many(events, content=self._content(requested_id, call, req, prompt_text))
         if self.metrics is not None:
-            self.metrics.decisions.labels(decision.effect.value, call.gateway).inc()
+            self.metrics.child(self.metrics.decisions, decision.effect.value, call.gateway).inc()
 
         approval_id = consumed
         from tether.policy import Effect

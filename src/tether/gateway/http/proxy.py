@@ -489,7 +489,7 @@ class HttpGateway:
         except (aiohttp.ClientError, TimeoutError) as exc:
             outcome = {"result": "upstream_error", "error": type(exc).__name__}
             if self.metrics is not None:
-                self.metrics.upstream_calls.labels("http", up.name, "error").inc()
+                self.metrics.child(self.metrics.upstream_calls, "http", up.name, "error").inc()
             raise UpstreamFailed(f"the upstream did not answer ({type(exc).__name__})") from None
         finally:
             outcome["latency_us"] = int((time.perf_counter() - ctx.started) * 1e6)
@@ -787,7 +787,7 @@ class HttpGateway:
     async def _leak(self, ctx: Ctx, prep: Prepared, where: str) -> None:
         t = ctx.token
         if self.metrics is not None:
-            self.metrics.upstream_calls.labels("http", ctx.upstream.name, "leak_blocked").inc()
+            self.metrics.child(self.metrics.upstream_calls, "http", ctx.upstream.name, "leak_blocked").inc()
         await self._enforcer().record(Event(
             type="credential.leak_blocked", actor=t.agent_id, task_id=t.task_id, trace_id=ctx.trace_id,
             parent_id=prep.verdict.decision_event_id if prep.verdict else None, agent_id=t.agent_id,
@@ -809,7 +809,7 @@ class HttpGateway:
 
     def _count(self, up: Upstream) -> None:
         if self.metrics is not None:
-            self.metrics.upstream_calls.labels("http", up.name, "ok").inc()
+            self.metrics.child(self.metrics.upstream_calls, "http", up.name, "ok").inc()
 
 
 class _Abort(Exception):
