@@ -160,6 +160,7 @@ class HttpGateway:
         self._ssl: dict[str, ssl.SSLContext | bool] = {}
         self._session: aiohttp.ClientSession | None = None
         self._labels: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         for name, up in config.upstreams.items():
             if up.base_url.startswith("https://"):
                 if not up.tls.verify:
@@ -177,6 +178,13 @@ class HttpGateway:
                                       skip_auto_headers=("User-Agent",))  # fmt: skip
             self._session = s
         return s
+
+    def _timeout(self, up: Upstream) -> aiohttp.ClientTimeout:
+        found = self._timeouts.get(up.name)
+        if found is None:
+            found = aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect)
+            self._timeouts[up.name] = found
+        return found
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -454,14 +462,14 @@ class HttpGateway:
         return injected.headers, injected.secrets
 
     def _outgoing(self, ctx: Ctx, cred: Mapping[str, str], ctype: str | None) -> dict[str, str]:
-        drop = set(DROP_REQUEST)
+        named: set[str] = set()  # hop-by-hop headers the Connection header names
         for k, v in ctx.headers:
             if k.lower() == b"connection":
-                drop.update(x.strip().lower() for x in v.decode("latin-1").split(","))
+                named.update(x.strip().lower() for x in v.decode("latin-1").split(","))
         out: dict[str, str] = {}
         for k, v in ctx.headers:
             ks = k.decode("latin-1").lower()
-            if ks in drop or ks.startswith("tether-"):
+            if ks in DROP_REQUEST or ks in named or ks.startswith("tether-"):
                 continue
             out[ks] = v.decode("latin-1")
         if ctype is not None:
@@ -481,8 +489,7 @@ class HttpGateway:
         try:
             resp_cm = self.session().request(
                 prep.method, url, headers=headers, data=prep.body if prep.body else None, allow_redirects=False,
-                ssl=self._ssl.get(up.name, True),
-                timeout=aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect),
+                ssl=self._ssl.get(up.name, True), timeout=self._timeout(up),
             )  # fmt: skip
             async with resp_cm as resp:
                 outcome = await self._relay(ctx, prep, resp, secrets, send)
@@ -568,12 +575,14 @@ class HttpGateway:
         return data
 
     def _response_headers(self, ctx: Ctx, resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-        drop = set(DROP_RESPONSE)
-        for v in resp.headers.getall("Connection", []):
-            drop.update(x.strip().lower() for x in v.split(","))
-        out = [
-            (_b(k.lower()), _b(v)) for k, v in resp.headers.items() if k.lower() not in drop and k.lower() != "location"
-        ]
+        named: set[str] = set()  # hop-by-hop headers the Connection header names
+        for v in resp.headers.getall("Connection", ()):
+            named.update(x.strip().lower() for x in v.split(","))
+        out = []
+        for k, v in resp.headers.items():
+            kl = k.lower()
+            if kl not in DROP_RESPONSE and kl not in named and kl != "location":
+                out.append((kl.encode("latin-1"), v.encode("latin-1")))
         out.extend(SECURITY_HEADERS)
         return out
 

@@ -802,8 +802,12 @@ def _redact(value: Any, depth: int = 0) -> Any:
     return value
 
 
+#: json.dumps(separators=(",", ":"), ensure_ascii=False) without building its encoder on every call
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _size(doc: Any) -> int:
-    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT.encode(doc).encode())
 
 
 def _msg(exc: TetherError) -> str:
@@ -848,7 +852,7 @@ def _quote(text: str) -> bytes:
 
 
 async def _respond(send: ASGISend, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = b"" if doc is None else json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    body = b"" if doc is None else _COMPACT.encode(doc).encode()
     h = [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *(headers or [])]
     if doc is not None:
         h.append((b"content-type", b"application/json"))
