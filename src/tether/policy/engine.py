@@ -182,7 +182,7 @@ class PolicyEngine:
         level = SENSITIVITY.get(req.resource.sensitivity)
         if level is None:
             return self._deny("tether:sensitivity", f"Unknown sensitivity {req.resource.sensitivity!r}", bundle.hash)
-        reserved = RESERVED_FACTS & set(req.facts)
+        reserved = RESERVED_FACTS.intersection(req.facts)
         if reserved:
             return self._deny("tether:reserved", f"Reserved request keys: {', '.join(sorted(reserved))}", bundle.hash)
         principal = self._principal(req.agent_id)
@@ -206,8 +206,10 @@ class PolicyEngine:
         }
         policies = sl.plain if context[1] else sl.policies
         satisfied, errors = _evaluate(request, policies, self._graph(req, principal, level, sl.resource_attrs))
-        errored = {p for p in map(_error_policy, errors) if p}
+        errored = {p for p in map(_error_policy, errors) if p} if errors else set()
         forbids = sl.forbids
+        if forbids.isdisjoint(satisfied):  # the usual answer: permits only
+            return self._resolve(bundle, list(satisfied), [], errored, lifted, breakglass)
         permits = [r for r in satisfied if r not in forbids]
         return self._resolve(bundle, permits, [r for r in satisfied if r in forbids], errored, lifted, breakglass)
 
