@@ -173,10 +173,9 @@ class UpstreamSession:
             self.last_used = time.monotonic()
             self.inflight += 1
             try:
-                # a deadline on this task, not wait_for's task around the request: one task less per call
-                async with asyncio.timeout((timeout or self.spec.timeout) + 1):
-                    answer: dict[str, Any] = await self.lean.request(method, params, timeout)
-                    return answer
+                return await asyncio.wait_for(
+                    self.lean.request(method, params, timeout), (timeout or self.spec.timeout) + 1
+                )
             except TimeoutError:
                 raise UpstreamUnavailable(f"MCP server {self.spec.name} did not answer in time") from None
             except UpstreamUnavailable:
