@@ -206,6 +206,14 @@ def test_a_json_answer_over_the_item_budget_is_refused(world: World) -> None:
     assert events(world, "budget.exceeded")
 
 
+def test_a_json_answer_larger_than_one_read_arrives_whole(world: World) -> None:
+    """A JSON answer of several hundred KB (many socket reads) is inspected and forwarded whole, not its first part."""
+    r = get(world, "/api/items?n=40000", upstream="keyed")
+    assert r.status_code == 200
+    assert len(r.content) > 300_000
+    assert len(r.json()["value"]) == 40000
+
+
 def test_pre_authenticated_download_urls_are_stripped(world: World) -> None:
     """driveItem JSON loses @microsoft.graph.downloadUrl: downloads go through the gateway."""
     r = get(world, "/v1.0/me/drive/root/children")

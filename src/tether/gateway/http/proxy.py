@@ -569,10 +569,15 @@ class HttpGateway:
         return {"result": "ok", "status": resp.status, "bytes": sent, "items": 0}
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
-        data = await resp.content.read(cap + 1)
-        if len(data) > cap:
-            raise UpstreamFailed("the upstream's JSON answer is larger than the gateway may inspect")
-        return data
+        """The whole body, refused past `cap` bytes (`content.read(n)` would return only what has arrived yet)."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.readany():
+            size += len(chunk)
+            if size > cap:
+                raise UpstreamFailed("the upstream's JSON answer is larger than the gateway may inspect")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _response_headers(self, ctx: Ctx, resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
         named: set[str] = set()  # hop-by-hop headers the Connection header names
