@@ -59,6 +59,10 @@ async def test_sharing_a_confidential_file_outside_waits_for_the_sponsor_then_go
     for kind in ("tool.requested", "policy.decided", "approval.requested", "approval.decided", "approval.used",
                  "tool.completed"):  # fmt: skip
         assert kind in seen, kind
+    # the story after the sponsor's decision reads in order: each retry is on record before its approval is spent
+    story = [k for k in seen[seen.index("approval.decided") + 1 :] if k.startswith(("tool.", "policy.", "approval."))]
+    assert story == ["tool.requested", "approval.used", "policy.decided", "tool.completed",
+                     "tool.requested", "approval.refused"], story  # fmt: skip
 
 
 def test_a_highly_confidential_file_never_leaves(world: World) -> None:

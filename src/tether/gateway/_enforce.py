@@ -113,19 +113,7 @@ class Enforcer:
         if self.audit is None:
             raise Unavailable("the audit log is not available: calls are refused")
         t = call.token
-        lifted: frozenset[str] = frozenset()
-        consumed: str | None = None
-        if call.approval_id:
-            if self.approvals is None:
-                raise Unavailable("approvals are not available")
-            lifted = await self.approvals.consume(
-                call.approval_id, task_id=t.task_id, request_digest=call.request_digest
-            )
-            consumed = call.approval_id
-        breakglass = self.approvals.breakglass_for(t.agent_id, t.task_id) if self.approvals else None
         req = self.request(call)
-        decision = self.policy.decide(req, lifted_forbids=lifted, breakglass=breakglass is not None)
-
         prompt_digest, prompt_text = self._prompt(call.prompt)
         requested_id, decided_id = event_id(), event_id()  # time-ordered: the id index grows at its edge
         common: dict[str, Any] = {
@@ -138,20 +126,38 @@ class Enforcer:
             "resource": _resource_doc(call.resource),
             "request_digest": call.request_digest,
         }
-        events = [
-            Event(
-                id=requested_id,
-                type="tool.requested",
-                parent_id=call.parent_id,
-                prompt_digest=prompt_digest,
-                detail={
-                    "gateway": call.gateway,
-                    "upstream": call.upstream,
-                    "actors": list(t.actors),
-                    "prompt_source": "agent_asserted" if call.prompt is not None else None,
-                },
-                **common,
-            ),
+        requested = Event(
+            id=requested_id,
+            type="tool.requested",
+            parent_id=call.parent_id,
+            prompt_digest=prompt_digest,
+            detail={
+                "gateway": call.gateway,
+                "upstream": call.upstream,
+                "actors": list(t.actors),
+                "prompt_source": "agent_asserted" if call.prompt is not None else None,
+            },
+            **common,
+        )
+        # The content (arguments, prompt, decision input) rides with tool.requested: one fsync per call.
+        content = self._content(requested_id, call, req, prompt_text)
+        events: list[Event] = [requested]
+        lifted: frozenset[str] = frozenset()
+        consumed: str | None = None
+        if call.approval_id:
+            if self.approvals is None:
+                raise Unavailable("approvals are not available")
+            # A retry is on record before its approval is spent, so the story reads in order:
+            # tool.requested, approval.used (or approval.refused), policy.decided. One more commit, retries only.
+            await self.audit.record_many(events, content=content)
+            events, content = [], []
+            lifted = await self.approvals.consume(
+                call.approval_id, task_id=t.task_id, request_digest=call.request_digest
+            )
+            consumed = call.approval_id
+        breakglass = self.approvals.breakglass_for(t.agent_id, t.task_id) if self.approvals else None
+        decision = self.policy.decide(req, lifted_forbids=lifted, breakglass=breakglass is not None)
+        events.append(
             Event(
                 id=decided_id,
                 type="policy.decided",
@@ -168,8 +174,8 @@ class Enforcer:
                     "breakglass_id": getattr(breakglass, "id", None),
                 },
                 **common,
-            ),
-        ]
+            )
+        )
         if breakglass is not None and decision.lifted and not consumed:
             events.append(
                 Event(
@@ -179,8 +185,7 @@ class Enforcer:
                     **common,
                 )
             )
-        # The content (arguments, prompt, decision input) rides in the same commit: one fsync per call.
-        await self.audit.record_many(events, content=self._content(requested_id, call, req, prompt_text))
+        await self.audit.record_many(events, content=content)
         if self.metrics is not None:
             self.metrics.child(self.metrics.decisions, decision.effect.value, call.gateway).inc()
 
