@@ -218,3 +218,20 @@ async def test_the_queue_names_agent_and_person_and_policies_name_the_default_ap
     assert a.agent_id in row.group(1)
     # the default pack's destructive-action rules ask for approval and name no @approver
     assert "sponsor (default)" in client.get("/console/policies").text
+
+
+def test_the_dashboard_counts_a_refused_approval_retry_as_a_denial(services):
+    """A replayed or mismatched approval never reaches the policy engine; the dashboard still counts the refusal."""
+    from tether.audit.model import Event
+    from tether.console.queries import dashboard
+
+    assert services.audit is not None
+    services.audit.record_sync([
+        Event(type="policy.decided", agent_id="agt_a", decision="allow"),
+        Event(type="policy.decided", agent_id="agt_a", decision="deny"),
+        Event(type="approval.refused", agent_id="agt_b", approval_id="apr_x", detail={"why": "already_used"}),
+    ])  # fmt: skip
+    d = dashboard(services.db)
+    assert (d.calls, d.allowed, d.denials) == (3, 1, 2)
+    assert sum(b.value for b in d.hourly_denied) == 2
+    assert {b.label: b.value for b in d.top_agents} == {"agt_a": 2, "agt_b": 1}

@@ -55,16 +55,17 @@ def dashboard(db: Database, *, hours: int = 24) -> Dashboard:
     since_ts = rfc3339(since)
     with db.read() as conn:
         rows = conn.execute(
-            select(audit_events.c.ts, audit_events.c.agent_id, audit_events.c.body)
-            .where(audit_events.c.type == "policy.decided", audit_events.c.ts >= since_ts)
+            select(audit_events.c.ts, audit_events.c.agent_id, audit_events.c.type, audit_events.c.body)
+            # a refused approval retry (replayed, expired, other request) is a call refused before any policy ran
+            .where(audit_events.c.type.in_(("policy.decided", "approval.refused")), audit_events.c.ts >= since_ts)
             .order_by(audit_events.c.seq.desc())
             .limit(DASHBOARD_WINDOW)
         ).all()
     per_hour: Counter[int] = Counter()
     denied_hour: Counter[int] = Counter()
     per_agent: Counter[str] = Counter()
-    for ts, agent_id, body in rows:
-        effect = json.loads(body).get("decision")
+    for ts, agent_id, kind, body in rows:
+        effect = "deny" if kind == "approval.refused" else json.loads(body).get("decision")
         hour = int((now - datetime.fromisoformat(ts.replace("Z", "+00:00"))).total_seconds() // 3600)
         d.calls += 1
         per_hour[hour] += 1
