@@ -36,14 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _ports import free_port
+
 PATH = "/v1.0/users/alice@contoso.example/messages?$top=1"
 TASKS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(app: Any, port: int) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _ports import free_port  # noqa: E402 — bench/ is the script's own directory
 
 # ---------------------------------------------------------------- child: the upstream echo server
 
@@ -492,14 +493,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
                 return
         time.sleep(0.1)
     raise RuntimeError(f"port {port} did not open")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
