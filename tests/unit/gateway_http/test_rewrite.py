@@ -53,6 +53,21 @@ def test_nested_and_escaped_keys_are_found() -> None:
     assert items == 1
 
 
+@pytest.mark.parametrize("items_key", [None, "value"])
+def test_a_pre_authenticated_url_under_an_escaped_key_alone_is_dropped(items_key: str | None) -> None:
+    """No plain marker anywhere in the text: the escaped spelling alone must not let the URL through."""
+    raw = b'{"id":"1","@microsoft.graph.download\\u0055rl":"https://x/pre?sig=secret","value":[]}'
+    back, _, out = rewrite(raw, items_key)
+    assert back == {"id": "1", "value": []}
+    assert b"sig=secret" not in out
+
+
+def test_a_responses_member_that_is_not_a_list_is_counted_as_one_item() -> None:
+    """An upstream's odd `responses` value is passed on, not turned into a gateway error."""
+    back, items, _ = rewrite(b'{"responses": 3, "x": "\\u00e9"}', None)
+    assert (back, items) == ({"responses": 3, "x": "\u00e9"}, 1)
+
+
 def test_unchanged_answers_pass_as_sent() -> None:
     raw = b'{"value": [1, 2, 3], "note": "Link in text only"}'
     _, items, out = rewrite(raw)

@@ -605,7 +605,8 @@ class HttpGateway:
     def _rewrite_json(self, ctx: Ctx, raw: bytes, items_key: str | None) -> tuple[bytes, int]:
         pre_auth = any(m in raw for m in PRE_AUTH_MARKERS)
         links = raw.count(b"Link")
-        rewrite = pre_auth or links > 0
+        # a key spelled with JSON escapes ("download\u0055rl") holds no marker: any escape means look inside
+        rewrite = pre_auth or links > 0 or b"\\u" in raw
         if not rewrite and not items_key and b'"responses"' not in raw:
             return raw, 1 if raw[:1] == b"{" else 0
         # orjson where it reads the document as the standard library does: not where it refuses it (NaN, lone
@@ -629,7 +630,7 @@ class HttpGateway:
         items = 0
         if items_key and isinstance(doc, dict) and isinstance(doc.get(items_key), list):
             items = len(doc[items_key])
-        elif isinstance(doc, dict) and "responses" in doc:
+        elif isinstance(doc, dict) and isinstance(doc.get("responses"), list):
             items = sum(len(r.get("body", {}).get("value", []) or []) for r in doc["responses"]
                         if isinstance(r, dict) and isinstance(r.get("body"), dict))  # fmt: skip
         elif isinstance(doc, dict):
