@@ -11,12 +11,18 @@ import pytest
 
 from tether.gateway.http.scan import LeakScanner
 
-SECRET = "s3cr3t-" + secrets.token_urlsafe(24)
+SECRET = "s3cr3t/" + secrets.token_urlsafe(24)  # with a "/", which some JSON encoders write as "\\/"
 
 
 @pytest.mark.parametrize(
     "encoded",
-    [SECRET.encode(), quote(SECRET, safe="").encode(), quote_plus(SECRET).encode(), json.dumps(SECRET).encode()]
+    [
+        SECRET.encode(),
+        quote(SECRET, safe="").encode(),
+        quote_plus(SECRET).encode(),
+        json.dumps(SECRET).encode(),
+        json.dumps(SECRET).replace("/", "\\/").encode(),
+    ]
     + [base64.b64encode(b"x" * pad + SECRET.encode() + b"tail") for pad in range(3)]
     + [base64.urlsafe_b64encode(b"y" * pad + SECRET.encode()) for pad in range(3)],
 )

@@ -2,7 +2,7 @@
 
 `LeakScanner.feed(chunk)` returns the bytes that are safe to send: it holds back the last
 `longest needle - 1` bytes, so a secret split across chunks is still seen whole before any
-of it leaves. Needles cover the secret as is, percent-encoded (both forms), JSON-escaped,
+of it leaves. Needles cover the secret as is, percent-encoded (both forms), JSON-escaped (also with `\\/`),
 and base64 (standard and URL-safe) at each of the three byte alignments it can take inside
 a longer base64 text.
 """
@@ -25,7 +25,10 @@ def _needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
         if len(s) < MIN_SECRET:
             continue
         raw = s.encode()
-        out.update({raw, quote(s, safe="").encode(), quote_plus(s).encode(), json.dumps(s)[1:-1].encode()})
+        escaped = json.dumps(s)[1:-1]
+        # JSON-escaped as Python writes it, and with "/" as "\/" as other encoders (PHP's, for one) write it
+        out.update({raw, quote(s, safe="").encode(), quote_plus(s).encode(), escaped.encode(),
+                    escaped.replace("/", "\\/").encode()})  # fmt: skip
         for pad in range(3):
             for enc in (base64.b64encode, base64.urlsafe_b64encode):
                 b = enc(b"\0" * pad + raw).rstrip(b"=")
