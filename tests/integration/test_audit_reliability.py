@@ -160,3 +160,24 @@ async def test_writer_survives_a_broken_log_sink(tmp_path: Path, monkeypatch: py
     finally:
         log.close()
         db.dispose()
+
+
+async def test_a_record_that_cannot_be_encoded_fails_alone(db_url: str) -> None:
+    """A lone surrogate (JSON lets a client send "\\ud800") in one caller's event refuses that caller only:
+    the record that shares its batch is committed, and the chain verifies."""
+    db = Database(db_url)
+    log = AuditLog(db, digest_key=b"k" * 32, lazy_window=5.0)
+    try:
+        # the lazy record waits in the writer for the next urgent one: both land in one batch
+        good = asyncio.ensure_future(log.record(Event(type="tool.completed", task_id="tsk_e"), lazy=True))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable, match="cannot be encoded"):
+            await asyncio.wait_for(log.record(Event(type="tool.requested", resource={"id": "\ud800"})), 10)
+        assert (await asyncio.wait_for(good, 10)).seq == 1
+        after = await log.record(Event(type="task.ended", task_id="tsk_e"))
+        assert after.seq == 2
+        r = verify(db, None)
+        assert (r.ok, r.events) == (True, 2)
+    finally:
+        log.close()
+        db.dispose()

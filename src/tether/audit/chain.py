@@ -106,6 +106,19 @@ def _event_plain(ev: Event) -> bool:
         return False
 
 
+def encodable(ev: Event) -> bool:
+    """Whether `ev` can be chained: its body has canonical JSON (no lone surrogates, no foreign types)."""
+    body = ev.body(seq=1, event_id=ev.id or "evt_x", ts=ev.ts or "", prev_hash=GENESIS_HASH)
+    try:
+        if _event_plain(ev):
+            orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        else:
+            canonical(body)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def chain_hash(prev_hash: str, body_bytes: bytes) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + body_bytes).hexdigest()
 
@@ -200,6 +213,7 @@ _INSERT = _INSERT_HEAD + "({marks})"
 
 
 __all__ = [
-    "CHAIN_LOCK_KEY", "append", "append_raw", "canonical_fast", "chain_hash", "event_id", "head", "insert_rows",
+    "CHAIN_LOCK_KEY", "append", "append_raw", "canonical_fast", "chain_hash", "encodable", "event_id", "head",
+    "insert_rows",
     "lock_chain",
 ]  # fmt: skip

@@ -248,6 +248,8 @@ class AuditLog:
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
         except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
+            if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs):
+                return
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")
             self._settle(jobs, None, err)
             with contextlib.suppress(Exception):  # a broken log sink must not kill the writer
@@ -265,6 +267,21 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 — a listener (checkpointer) must not break the writer
                 with contextlib.suppress(Exception):
                     log.error("audit listener failed", error=repr(exc))
+
+    def _drop_unencodable(self, jobs: list[_Job]) -> bool:
+        """After a batch failed to encode: refuse the jobs holding an event that cannot be chained (text that
+        is not valid Unicode, say) and commit the others, so one caller's bad record never fails its
+        neighbours. False when no job is to blame (the batch failed for another reason)."""
+        bad = [j for j in jobs if not all(map(chain.encodable, j.events))]
+        if not bad:
+            return False
+        self._settle(bad, None, Unavailable("the audit record cannot be encoded (invalid text): refused"))
+        with contextlib.suppress(Exception):
+            log.error("audit records refused: not encodable", events=sum(len(j.events) for j in bad))
+        rest = [j for j in jobs if j not in bad]
+        if rest:
+            self._commit(rest)
+        return True
 
     @staticmethod
     def _settle(jobs: list[_Job], receipts: list[Receipt] | None, err: BaseException | None) -> None:
