@@ -225,7 +225,8 @@ async def test_browser_origin_not_on_the_allowlist_gets_403(world: World) -> Non
 
 
 async def test_malformed_and_oversized_json_rpc_get_json_rpc_errors(world: World) -> None:
-    """Junk, batches, duplicate keys and oversized bodies get JSON-RPC errors, and the gateway lives on."""
+    """Junk, batches, duplicate keys, text that is not Unicode and oversized bodies get JSON-RPC errors,
+    and the gateway lives on."""
     auth = {"Authorization": f"Bearer {world.token()}", "Content-Type": "application/json"}
     async with httpx.AsyncClient() as h:
         cases = [
@@ -243,6 +244,10 @@ async def test_malformed_and_oversized_json_rpc_get_json_rpc_errors(world: World
         init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
                             headers=auth)  # fmt: skip
         sid = {"Mcp-Session-Id": init.headers["mcp-session-id"]}
+        await world.pin_all()
+        lone = b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"git__git_status","arguments":'
+        r = await h.post(world.url, content=lone + b'{"repo_path":"\\udc00"}}}', headers={**auth, **sid})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, -32700)  # a lone surrogate is not Unicode
         r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 2, "method": "nope"}, headers={**auth, **sid})
         assert r.json()["error"]["code"] == -32601
         r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5}},

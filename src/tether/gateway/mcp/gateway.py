@@ -93,6 +93,10 @@ class ToolList:
     pins: dict[str, str] = field(default_factory=dict)  # tool → pin of its current definition
 
 
+#: a JSON escape of a UTF-16 surrogate: only then can parsed text hold one on its own
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -203,9 +207,14 @@ class McpGateway:
         body = await self._read_body(receive, hmap)
         try:
             msg = json.loads(body, object_pairs_hook=_unique_keys)
+            if _SURROGATE_ESCAPE.search(body):
+                # JSON lets "\ud800" stand alone; such text is not Unicode and can be neither hashed nor recorded
+                json.dumps(msg, ensure_ascii=False).encode("utf-8")
         except (ValueError, RecursionError):
             raise HttpError(
-                400, "Parse error: the body is not valid JSON (or repeats a key)", code=PARSE_ERROR
+                400,
+                "Parse error: the body is not valid JSON (or repeats a key, or holds text that is not Unicode)",
+                code=PARSE_ERROR,
             ) from None
         if isinstance(msg, list):
             raise HttpError(400, "JSON-RPC batches are not supported; send one message per request")
