@@ -393,3 +393,76 @@ async def test_resources_and_prompts_are_decided_as_reads(tmp_path: Path, db_url
                 await s.read_resource("notes://today")
             assert refused.value.code == -32003
             assert "tether:scope" in str(refused.value.error.data)
+
+
+ECHO_AUTH = '''
+import sys
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("echo")
+
+
+@server.tool()
+def whoami(ctx: Context) -> str:
+    """Echoes the Authorization header it was sent (a debugging endpoint that reflects credentials)."""
+    return "you sent: " + str((ctx.headers or {}).get("authorization"))
+
+
+@server.tool()
+def hello() -> str:
+    return "hello"
+
+
+uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+'''
+
+
+@pytest.mark.parametrize("transport", ["sdk", "lean"])
+async def test_an_answer_holding_the_injected_credential_is_withheld_and_recorded(
+    tmp_path: Path, db_url: str, transport: str
+) -> None:
+    """A URL upstream that reflects the credential the gateway injected: the agent gets a tool error, not the
+    secret; credential.leak_blocked is recorded; an answer without it passes."""
+    import secrets
+    import sys
+
+    from tests.conftest import free_port
+
+    canary = "canary-" + secrets.token_urlsafe(24)
+    port = free_port()
+    script = tmp_path / "echo_auth.py"
+    script.write_text(ECHO_AUTH)
+    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        async with httpx.AsyncClient() as h:
+            while True:
+                try:
+                    await h.get(f"http://127.0.0.1:{port}/mcp")
+                    break
+                except httpx.TransportError:
+                    assert asyncio.get_running_loop().time() < deadline, "the echo server did not start"
+                    await asyncio.sleep(0.1)
+        servers = {"echo": {"url": f"http://127.0.0.1:{port}/mcp", "credential": "echo-token", "timeout": 10,
+                            "transport": transport}}  # fmt: skip
+        for w in build_world(tmp_path, db_url, servers=servers, allow_all=True):
+            w.services.extras["vault"].add("system", "echo-token", "bearer", {"token": canary})
+            await w.pin_all()
+            async with client(w) as s:
+                fine = await s.call_tool("echo__hello", {})
+                assert not fine.is_error
+                assert text_of(fine) == "hello"
+                r = await s.call_tool("echo__whoami", {})
+                assert r.is_error
+                assert canary not in text_of(r)
+                assert "withheld" in text_of(r)
+                assert meta_of(r)["reason"] == "credential_leak_blocked"
+            blocked = w.events("credential.leak_blocked")
+            assert len(blocked) == 1
+            assert blocked[0]["detail"]["upstream"] == "echo"
+            assert canary not in json.dumps(blocked)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -328,16 +328,27 @@ def _build_mcp_gateway(services: Services) -> None:
 
     providers = Providers(services.extras["vault"], session)
 
+    # the values injected per (server, person, task): the gateway withholds an answer that holds one
+    injected_secrets: dict[tuple[str, str, str], tuple[str, ...]] = {}
+
     async def headers(spec: ServerSpec, person_id: str, task_id: str) -> Mapping[str, str]:
         if not spec.credential:
             return {}
         injected = await providers.get(spec.credential).inject(Injection(task_id=task_id, person_id=person_id))
+        key = (spec.name, person_id, task_id)
+        if key not in injected_secrets and len(injected_secrets) >= 10_000:
+            injected_secrets.pop(next(iter(injected_secrets)))
+        injected_secrets[key] = injected.secrets
         return injected.headers
+
+    def secrets(server: str, person_id: str, task_id: str) -> tuple[str, ...]:
+        return injected_secrets.get((server, person_id, task_id), ())
 
     settings = services.settings
     gateway = McpGateway(
         load_config(settings.gateway_config), base_url=settings.base_url, verifier=lambda: services.verifier,
         enforcer=lambda: services.enforcer, pins=SqlPinStore(services.db), headers=headers, metrics=services.metrics,
+        secrets=secrets,
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))

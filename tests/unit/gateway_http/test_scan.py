@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tether.gateway.http.scan import LeakScanner
+from tether.gateway.scan import LeakScanner
 
 SECRET = "s3cr3t/" + secrets.token_urlsafe(24)  # with a "/", which some JSON encoders write as "\\/"
 

@@ -9,7 +9,7 @@ from tether.gateway.http.config import HttpGatewayConfig, Upstream, load_config
 from tether.gateway.http.normalise import PathRefused, encode_path, normalise_path, parse_query
 from tether.gateway.http.proxy import HttpGateway
 from tether.gateway.http.routes import RouteMap, extract_facts, load_route_map
-from tether.gateway.http.scan import LeakScanner
+from tether.gateway.scan import LeakScanner
 
 __all__ = [
     "HttpGateway",

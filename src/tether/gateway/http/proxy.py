@@ -37,7 +37,7 @@ from tether.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge, 
 from tether.gateway.http.config import HttpGatewayConfig, Upstream
 from tether.gateway.http.normalise import PathRefused, encode_path, encode_query, normalise_path, parse_query
 from tether.gateway.http.routes import RouteMap, RouteMatch, extract_facts, load_route_map
-from tether.gateway.http.scan import LeakScanner
+from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
 
 log = get_logger("tether.gateway.http")

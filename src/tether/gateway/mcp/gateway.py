@@ -32,6 +32,7 @@ from tether.errors import TetherError
 from tether.gateway.mcp.catalog import Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, UpstreamPool, UpstreamUnavailable
+from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
 from tether.types import new_id
 
@@ -48,6 +49,7 @@ MAX_PROMPT = 8192
 MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
 VISIBILITY_TTL = 5.0
+LEAK_TEXT = "The upstream's answer contained the credential the gateway injects for this server; it was withheld"
 SECRETISH = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential)", re.I)
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -119,8 +121,11 @@ class McpGateway:
         pins: Any = None,
         headers: HeaderSource | None = None,
         metrics: Any = None,
+        secrets: Callable[[str, str, str], tuple[str, ...]] | None = None,
     ) -> None:
         self.config = config
+        #: (server, person, task) → the credential values last injected for it: results are scanned for them
+        self._secrets = secrets
         self.base_url = base_url.rstrip("/")
         self.resource_url = f"{self.base_url}/mcp"
         self.metadata_url = f"{self.base_url}/.well-known/oauth-protected-resource/mcp"
@@ -573,12 +578,16 @@ class McpGateway:
         except UpstreamError as exc:
             await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
             raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        size = _size(result)
+        body = _encoded(result)
+        size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
             return _tool_error(
                 f"The tool's result is larger than the gateway's cap of {self.config.max_response_bytes} bytes"
             )
+        if self._leaks(key, body):
+            await self._leak_blocked(call, verdict, server, started)
+            return _tool_error(LEAK_TEXT, {"reason": "credential_leak_blocked"})
         # the outcome is recorded after the answer leaves (an allowed call without one reads "unknown" at start-up)
         outcome = {"status": "error" if result.get("isError") else "ok", "bytes": size, "items": 1,
                    "latency_us": int((time.perf_counter() - started) * 1e6)}  # fmt: skip
@@ -633,6 +642,29 @@ class McpGateway:
             if exc.status in (401, 403, 404, 409):  # an approval that is not valid for this call, and the like
                 raise _Refused(exc) from None
             raise RpcError(UNAVAILABLE, f"refused (fail closed): {exc.detail}") from None
+
+    def _leaks(self, key: Key, body: bytes) -> bool:
+        """Whether an upstream's answer holds a credential the gateway injected for this key (any encoding)."""
+        if self._secrets is None:
+            return False
+        found = self._secrets(*key)
+        return bool(found) and LeakScanner(found).contains(body)
+
+    async def _leak_blocked(self, call: Any, verdict: Any, server: str, started: float) -> None:
+        """The answer is withheld: a loud event, the outcome, the metric."""
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.upstream_calls, "mcp", server, "leak_blocked").inc()
+        t = call.token
+        try:
+            await self._enforcer().record(Event(
+                type="credential.leak_blocked", actor=t.agent_id, task_id=t.task_id, trace_id=call.trace_id,
+                parent_id=verdict.decision_event_id, agent_id=t.agent_id, person_id=t.person_id, action=call.action,
+                request_digest=call.request_digest,
+                detail={"gateway": "mcp", "upstream": server, "credential": self.servers[server].credential,
+                        "where": "result"},
+            ))  # fmt: skip
+        finally:
+            await self._completed(call, verdict, {"status": "leak_blocked"}, started)
 
     async def _completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
         outcome.setdefault("latency_us", int((time.perf_counter() - started) * 1e6))
@@ -732,12 +764,16 @@ class McpGateway:
         except UpstreamError as exc:
             await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
             raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        size = _size(result)
+        body = _encoded(result)
+        size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
             raise RpcError(
                 INTERNAL, f"the result is larger than the gateway's cap of {self.config.max_response_bytes} bytes"
             )
+        if self._leaks(self._key(server, token), body):
+            await self._leak_blocked(call, verdict, server, started)
+            raise RpcError(INTERNAL, LEAK_TEXT)
         await self._completed(call, verdict, {"status": "ok", "bytes": size, "items": 1}, started)
         return result
 
@@ -815,8 +851,8 @@ def _redact(value: Any, depth: int = 0) -> Any:
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def _size(doc: Any) -> int:
-    return len(_COMPACT.encode(doc).encode())
+def _encoded(doc: Any) -> bytes:
+    return _COMPACT.encode(doc).encode()
 
 
 def _msg(exc: TetherError) -> str:

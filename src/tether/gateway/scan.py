@@ -1,4 +1,6 @@
-"""Response scanning for injected credentials (raw, base64, URL-encoded), over a rolling window.
+"""Response scanning for injected credentials (raw, base64, URL-encoded, JSON-escaped), over a rolling window.
+
+Both gateways withhold an answer that holds a credential they injected.
 
 `LeakScanner.feed(chunk)` returns the bytes that are safe to send: it holds back the last
 `longest needle - 1` bytes, so a secret split across chunks is still seen whole before any
