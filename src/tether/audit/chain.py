@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Connection, select, text
 
 from tether.audit.model import GENESIS_HASH, Event, Record
-from tether.canon import canonical
+from tether.canon import canonical, canonical_fast
 from tether.store.schema.audit import audit_events
 from tether.types import ID_PAIRS, rfc3339, utcnow
 
@@ -59,17 +59,6 @@ def _plain(v: Any) -> bool:
     if t is int:
         return bool(-_MAX_SAFE <= v <= _MAX_SAFE)
     return False
-
-
-def canonical_fast(value: Any) -> bytes:
-    """RFC 8785 bytes of `value`: orjson (C) where provably identical, else the reference code."""
-    try:
-        plain = _plain(value)
-    except RecursionError:
-        plain = False
-    if plain:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return canonical(value)
 
 
 def event_id() -> str:
