@@ -27,7 +27,7 @@ def canonical_fast(value: Any) -> bytes:
     integers, non-ASCII keys, subclasses of these types and what orjson refuses (lone surrogates) go to
     the reference, which answers (or raises) as it always did. A property test pins the equality.
     """
-    if _orjson_is_canonical(value):
+    if orjson_is_canonical(value):
         try:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:  # orjson.JSONEncodeError
@@ -35,7 +35,8 @@ def canonical_fast(value: Any) -> bytes:
     return canonical(value)
 
 
-def _orjson_is_canonical(value: Any, depth: int = 0) -> bool:
+def orjson_is_canonical(value: Any, depth: int = 0) -> bool:
+    """Whether orjson with sorted keys writes `value` as RFC 8785 does (see `canonical_fast`)."""
     if depth > 100:  # the reference decides what deep nesting gives
         return False
     t = type(value)
@@ -50,11 +51,11 @@ def _orjson_is_canonical(value: Any, depth: int = 0) -> bool:
             tv = type(v)
             if tv is str or tv is bool or v is None:
                 continue
-            if not _orjson_is_canonical(v, depth + 1):
+            if not orjson_is_canonical(v, depth + 1):
                 return False
         return True
     if t is list or t is tuple:
-        return all(_orjson_is_canonical(v, depth + 1) for v in value)
+        return all(orjson_is_canonical(v, depth + 1) for v in value)
     return False
 
 
@@ -72,4 +73,4 @@ def keyed_digest(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-__all__ = ["canonical", "canonical_fast", "digest", "keyed_digest", "sha256_hex"]
+__all__ = ["canonical", "canonical_fast", "digest", "keyed_digest", "orjson_is_canonical", "sha256_hex"]

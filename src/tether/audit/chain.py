@@ -18,47 +18,12 @@ import orjson
 from sqlalchemy import Connection, select, text
 
 from tether.audit.model import GENESIS_HASH, Event, Record
-from tether.canon import canonical, canonical_fast
+from tether.canon import canonical, canonical_fast, orjson_is_canonical
 from tether.store.schema.audit import audit_events
 from tether.types import ID_PAIRS, rfc3339, utcnow
 
 #: Advisory lock key for the chain sequencer on PostgreSQL ("tether-audit" as int64).
 CHAIN_LOCK_KEY = 0x7465746865726175
-
-
-_MAX_SAFE = 2**53 - 1
-
-
-def _plain(v: Any) -> bool:
-    """True when orjson's sorted output is byte-identical to RFC 8785 for `v`.
-
-    That holds for str (same escaping: only quote, backslash and C0 controls, lower-case
-    \\u00xx), None/bool, ints within ±(2^53−1), lists/tuples of such values and dicts whose
-    keys are ASCII strings (so byte order = UTF-16 order). Floats, big ints, non-ASCII keys and
-    anything else go through the reference implementation (pinned by a property test).
-    """
-    t = type(v)
-    if t is dict:
-        for k, x in v.items():
-            if type(k) is not str or not k.isascii():
-                return False
-            tx = type(x)
-            if tx is str or x is None or tx is bool:
-                continue
-            if tx is int:
-                if -_MAX_SAFE <= x <= _MAX_SAFE:
-                    continue
-                return False
-            if not _plain(x):
-                return False
-        return True
-    if t is list or t is tuple:
-        return all(_plain(x) for x in v)
-    if t is str or v is None or t is bool:
-        return True
-    if t is int:
-        return bool(-_MAX_SAFE <= v <= _MAX_SAFE)
-    return False
 
 
 def event_id() -> str:
@@ -77,7 +42,8 @@ _SCALAR_FIELDS = ("type", "actor", "task_id", "trace_id", "parent_id", "agent_id
 
 
 def _event_plain(ev: Event) -> bool:
-    """`_plain` for an event's body, checking only what a caller can vary (the rest is typed by Event.body)."""
+    """`orjson_is_canonical` for an event's body, checking only what a caller can vary (the rest is typed by
+    Event.body)."""
     for name in _SCALAR_FIELDS:
         v = getattr(ev, name)
         if v is not None and type(v) is not str:
@@ -85,24 +51,22 @@ def _event_plain(ev: Event) -> bool:
     for x in ev.policy_ids:
         if type(x) is not str:
             return False
-    try:
-        return (
-            (ev.resource is None or _plain(ev.resource))
-            and (ev.outcome is None or _plain(ev.outcome))
-            and _plain(ev.detail)
-        )
-    except RecursionError:
-        return False
+    return (
+        (ev.resource is None or orjson_is_canonical(ev.resource))
+        and (ev.outcome is None or orjson_is_canonical(ev.outcome))
+        and orjson_is_canonical(ev.detail)
+    )
+
+
+def _encode(ev: Event, body: dict[str, Any]) -> bytes:
+    """The RFC 8785 bytes of `ev`'s `body`: orjson where that is provably the same, else the reference."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS) if _event_plain(ev) else canonical(body)
 
 
 def encodable(ev: Event) -> bool:
     """Whether `ev` can be chained: its body has canonical JSON (no lone surrogates, no foreign types)."""
-    body = ev.body(seq=1, event_id=ev.id or "evt_x", ts=ev.ts or "", prev_hash=GENESIS_HASH)
     try:
-        if _event_plain(ev):
-            orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        else:
-            canonical(body)
+        _encode(ev, ev.body(seq=1, event_id=ev.id or "evt_x", ts=ev.ts or "", prev_hash=GENESIS_HASH))
     except (TypeError, ValueError, RecursionError):
         return False
     return True
@@ -188,7 +152,7 @@ def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], l
         eid = ev.id or event_id()
         ts = ev.ts or now
         body = ev.body(seq=seq, event_id=eid, ts=ts, prev_hash=prev)
-        body_bytes = orjson.dumps(body, option=orjson.OPT_SORT_KEYS) if _event_plain(ev) else canonical(body)
+        body_bytes = _encode(ev, body)
         h = sha256(prev.encode("ascii") + body_bytes).hexdigest()
         text_body = body_bytes.decode("utf-8")
         records.append(Record(seq, eid, ts, ev.type, text_body, prev, h))
