@@ -27,7 +27,9 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
-        self.approvals_pending = Gauge("tether_approvals_pending", "Approvals waiting for a human", registry=r)
+        self.approvals_pending = Gauge(
+            "tether_approvals_pending", "Approvals waiting for a human", registry=r, multiprocess_mode="livemax"
+        )
         self.upstream_calls = Counter(
             "tether_upstream_calls", "Calls forwarded upstream", ["gateway", "upstream", "outcome"], registry=r
         )

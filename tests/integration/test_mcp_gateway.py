@@ -216,6 +216,55 @@ async def test_another_tasks_token_cannot_use_a_session_or_an_approval(world: Wo
         assert meta_of(r2)["reason"] == "approval_invalid"
 
 
+async def test_session_ids_are_signed_so_any_process_accepts_them_and_nobody_forges_them(world: World) -> None:
+    """`tether serve --workers`: a session opened in one process works in another (same key, no shared
+    memory); a session id edited to name another task, or signed with another key, is refused; an ended
+    session stays ended here."""
+    import base64
+
+    def b64(doc: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    other_task = world.new_task()
+    auth = {"Authorization": f"Bearer {world.token()}"}
+    other = {"Authorization": f"Bearer {world.token(task_id=other_task)}"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with httpx.AsyncClient() as h:
+        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                            headers=auth)  # fmt: skip
+        sid = init.headers["mcp-session-id"]
+        assert all(0x21 <= ord(c) <= 0x7E for c in sid)  # MCP: visible ASCII only
+        world.gateway.sessions.clear()  # as if this request reached a process that never saw the session
+        r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": sid})
+        assert r.status_code == 200
+        assert "result" in r.json()
+
+        payload, _, mac = sid[4:].partition(".")
+        doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        doc[2] = other_task  # the other task's id, under the original MAC
+        forged = f"mcs_{b64(doc)}.{mac}"
+        world.gateway.sessions.clear()
+        r = await h.post(world.url, json=listing, headers={**other, "Mcp-Session-Id": forged})
+        assert r.status_code == 404
+        import hashlib
+        import hmac
+        import secrets
+
+        body = b64(doc)
+        mac2 = base64.urlsafe_b64encode(hmac.new(secrets.token_bytes(32), body.encode(), hashlib.sha256).digest())
+        forged = f"mcs_{body}.{mac2.rstrip(b'=').decode()}"
+        r = await h.post(world.url, json=listing, headers={**other, "Mcp-Session-Id": forged})
+        assert r.status_code == 404
+        for junk in ("mcs_", "mcs_.", "mcs_x.y", "mcs_" + "A" * 5000, "nope"):
+            r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": junk})
+            assert r.status_code == 404, junk
+
+        r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
+        assert r.status_code == 200
+        r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": sid})
+        assert r.status_code == 404
+
+
 async def test_browser_origin_not_on_the_allowlist_gets_403(world: World) -> None:
     """DNS rebinding: a page on another origin cannot drive /mcp even with a token."""
     async with httpx.AsyncClient() as h:

@@ -58,7 +58,9 @@ class Services:
         self.db.dispose()
 
 
-def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+def build_services(settings: Settings, *, migrate: bool = True, recover: bool = True) -> Services:
+    """Every context, wired. `recover=False` for a worker of `tether serve --workers`: its parent ran the
+    start-up recovery once, before any worker served, so no worker marks a sibling's call in flight."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if migrate:
         upgrade(settings.url)
@@ -76,7 +78,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     services.lifecycle.append(("wal-checkpoint", wal.astart, wal.astop))
     from tether.crypto import load_master_key
 
-    _build_audit(services, load_master_key(settings))
+    _build_audit(services, load_master_key(settings), recover=recover)
     services.approvals = _build_approvals(settings, db, services.identity)
     services.lifecycle.append(("approvals", services.approvals.start, services.approvals.stop))
     _build_tokens(services)
@@ -85,11 +87,21 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     # After the gateways: their catalogs and route maps register actions the Cedar schema must know.
     _build_policy(services)
     # Keep this last: the shared enforcement step uses whatever contexts are wired above.
+    from functools import partial
+
+    from tether.gateway._enforce import TaskUsage
+    from tether.store.usage import changed_since, head_seq, load_usage
+
+    usage = TaskUsage(load=partial(load_usage, db), changed=partial(changed_since, db), head=partial(head_seq, db))
+    services.lifecycle.append(("task-usage", usage.start, usage.stop))
+    if services.audit is not None:
+        services.audit.usage_sink = usage.committed  # counters commit with the events that count them
     services.enforcer = Enforcer(
         policy=getattr(services, "policy", None),
         audit=getattr(services, "audit", None),
         approvals=getattr(services, "approvals", None),
         metrics=services.metrics,
+        usage=usage,
     )
     return services
 
@@ -150,13 +162,13 @@ def _build_policy(services: Services) -> None:
     services.ready_checks["policy"] = lambda: engine.bundle is not None
 
 
-def _build_audit(services: Services, master_key: bytes) -> None:
+def _build_audit(services: Services, master_key: bytes, *, recover: bool = True) -> None:
     """Audit: group-commit log, signing key sealed under a master-derived key, checkpoints, start-up recovery."""
     import asyncio
 
     from tether.audit.checkpoints import FILE_NAME, AuditKeyTampered, Checkpointer, load_key, signing_secret
     from tether.audit.log import content_key
-    from tether.audit.query import recover
+    from tether.audit.query import recover as recover_outcomes
 
     settings, db = services.settings, services.db
     audit = AuditLog(
@@ -183,7 +195,8 @@ def _build_audit(services: Services, master_key: bytes) -> None:
 
     async def start() -> None:
         await audit.start()
-        await asyncio.to_thread(recover, db)  # allowed calls left without an outcome get "unknown"
+        if recover:
+            await asyncio.to_thread(recover_outcomes, db)  # allowed calls left without an outcome get "unknown"
         if checkpointer is not None:
             await checkpointer.start()
 
@@ -344,11 +357,18 @@ def _build_mcp_gateway(services: Services) -> None:
     def secrets(server: str, person_id: str, task_id: str) -> tuple[str, ...]:
         return injected_secrets.get((server, person_id, task_id), ())
 
+    import hashlib
+    import hmac
+
+    from tether.crypto import load_master_key
+
     settings = services.settings
+    # one key for every process of this deployment: a session opened on one is accepted by the others
+    session_key = hmac.new(load_master_key(settings), b"tether/mcp/session", hashlib.sha256).digest()
     gateway = McpGateway(
         load_config(settings.gateway_config), base_url=settings.base_url, verifier=lambda: services.verifier,
         enforcer=lambda: services.enforcer, pins=SqlPinStore(services.db), headers=headers, metrics=services.metrics,
-        secrets=secrets,
+        secrets=secrets, session_key=session_key,
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))

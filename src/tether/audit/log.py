@@ -12,6 +12,10 @@ If the transaction fails, every caller in that batch gets `Unavailable` and noth
 batch is stored (one transaction); the next batch tries again, so writing resumes when the
 store returns. The writer is a thread, not a task, so a slow fsync never stalls the event
 loop the gateways run on.
+
+A record may carry a task's usage deltas (calls, items, bytes, external recipients): they are
+added to the shared `task_usage` counters in the same transaction as the events, and the new
+totals go to `usage_sink`, so every process serving one database counts the same budgets.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import hmac
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -32,6 +36,7 @@ from tether.audit.model import Event, Receipt
 from tether.errors import Unavailable
 from tether.log import get_logger
 from tether.store.db import Database
+from tether.store.usage import Totals, add_usage, merge
 
 log = get_logger("tether.audit")
 
@@ -41,10 +46,16 @@ GAP = 0.0003  # …and stops lingering when none arrived for this long
 LAZY_WINDOW = 0.02  # a batch of only lazy records waits this long for an urgent one to ride with
 
 
+#: a task's usage deltas, (task id, counter → amount), committed with the record that carries them
+Usage = tuple[str, Mapping[str, int]]
+#: told after each batch: the deltas it carried, and the tasks' new (seq, totals) (None: not committed)
+UsageSink = Callable[[list[Usage], dict[str, Totals] | None], None]
+
+
 class _Job:
     """Events to chain (and content rows to seal) in the next batch; resolved on commit."""
 
-    __slots__ = ("content", "events", "future", "lazy", "loop")
+    __slots__ = ("content", "events", "future", "lazy", "loop", "usage")
 
     def __init__(
         self,
@@ -53,9 +64,11 @@ class _Job:
         loop: asyncio.AbstractEventLoop | None = None,
         content: list[tuple[str, dict[str, Any]]] | None = None,
         lazy: bool = False,
+        usage: Usage | None = None,
     ) -> None:
         self.events = events
         self.content = content
+        self.usage = usage
         self.loop = loop
         self.lazy = lazy or not events  # content-only jobs never hurry a commit
         # an asyncio future for callers on an event loop (resolved in one hop per batch), else a thread future
@@ -95,21 +108,29 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.listeners: list[Callable[[list[Receipt]], None]] = []
+        #: told of each batch's usage deltas and the new totals (the gateways' TaskUsage)
+        self.usage_sink: UsageSink | None = None
 
     # ------------------------------------------------------------------ API
 
-    async def record(self, event: Event, *, lazy: bool = False) -> Receipt:
-        return (await self.record_many([event], lazy=lazy))[0]
+    async def record(self, event: Event, *, lazy: bool = False, usage: Usage | None = None) -> Receipt:
+        return (await self.record_many([event], lazy=lazy, usage=usage))[0]
 
     async def record_many(
-        self, events: Sequence[Event], *, content: Sequence[tuple[str, dict[str, Any]]] = (), lazy: bool = False
+        self,
+        events: Sequence[Event],
+        *,
+        content: Sequence[tuple[str, dict[str, Any]]] = (),
+        lazy: bool = False,
+        usage: Usage | None = None,
     ) -> list[Receipt]:
         """Append `events` (contiguous in the chain); returns once they are durable.
 
         `content` rows (event id, document) go to the sealed content store in the same commit.
         `lazy`: no effect waits on these records, so they may wait up to LAZY_WINDOW for company.
+        `usage`: a task's counter deltas, added to `task_usage` in the same transaction.
         """
-        job = self._submit(events, asyncio.get_running_loop(), content, lazy=lazy)
+        job = self._submit(events, asyncio.get_running_loop(), content, lazy=lazy, usage=usage)
         fut = job.future
         assert isinstance(fut, asyncio.Future)
         return await fut
@@ -169,12 +190,13 @@ class AuditLog:
         content: Sequence[tuple[str, dict[str, Any]]] = (),
         *,
         lazy: bool = False,
+        usage: Usage | None = None,
     ) -> _Job:
         if not events:
             raise ValueError("nothing to record")
         self._ensure_thread()
         rows = list(content) if content and self._content_key is not None else None
-        job = _Job(events, loop=loop, content=rows, lazy=lazy)
+        job = _Job(events, loop=loop, content=rows, lazy=lazy, usage=usage)
         self._queue.put(job)
         return job
 
@@ -240,22 +262,29 @@ class AuditLog:
     def _commit(self, jobs: list[_Job]) -> None:
         events = [e for j in jobs for e in j.events]
         content = self._sealed([c for j in jobs if j.content for c in j.content])
+        usage = [j.usage for j in jobs if j.usage is not None]
+        totals: dict[str, Totals] = {}
         try:
             with self.db.raw_write() as cur:
-                records = chain.append_raw(cur, postgres=not self.db.is_sqlite, events=events)
-                if content and self.db.is_sqlite:
+                postgres = not self.db.is_sqlite
+                records = chain.append_raw(cur, postgres=postgres, events=events)
+                if content and not postgres:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
+                if usage and records:
+                    totals = add_usage(cur, postgres=postgres, seq=records[-1].seq, deltas=merge(usage))
         except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
             if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs):
                 return
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")
+            self._tell_usage(usage, None)
             self._settle(jobs, None, err)
             with contextlib.suppress(Exception):  # a broken log sink must not kill the writer
                 log.error("audit batch failed", events=len(events), error=repr(exc))
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
+        self._tell_usage(usage, totals)  # before the waiters wake: a caller's next read sees its own counts
         self._settle(jobs, receipts, None)
         if not receipts:
             return
@@ -275,6 +304,7 @@ class AuditLog:
         bad = [j for j in jobs if not all(map(chain.encodable, j.events))]
         if not bad:
             return False
+        self._tell_usage([j.usage for j in bad if j.usage is not None], None)
         self._settle(bad, None, Unavailable("the audit record cannot be encoded (invalid text): refused"))
         with contextlib.suppress(Exception):
             log.error("audit records refused: not encodable", events=sum(len(j.events) for j in bad))
@@ -282,6 +312,15 @@ class AuditLog:
         if rest:
             self._commit(rest)
         return True
+
+    def _tell_usage(self, usage: list[Usage], totals: dict[str, Totals] | None) -> None:
+        if not usage or self.usage_sink is None:
+            return
+        try:
+            self.usage_sink(usage, totals)
+        except Exception as exc:  # noqa: BLE001 — counting must not break the writer
+            with contextlib.suppress(Exception):
+                log.error("usage sink failed", error=repr(exc))
 
     @staticmethod
     def _settle(jobs: list[_Job], receipts: list[Receipt] | None, err: BaseException | None) -> None:

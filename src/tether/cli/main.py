@@ -91,6 +91,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
     data_dir: DataDir = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes sharing the port and the database.")
+    ] = 1,
 ) -> None:
     """Run the server: admin API, OAuth, gateways and console. Runs migrations first."""
     import uvicorn
@@ -101,6 +104,11 @@ def serve(
 
     s = settings(data_dir, host=host, port=port)
     configure(s.log_level)
+    if workers > 1:
+        from tether.api.workers import serve_workers
+
+        serve_workers(s, {"data_dir": data_dir, "host": host, "port": port}, workers)
+        return
     svc = build_services(s, migrate=True)
     try:
         uvicorn.run(

@@ -16,13 +16,19 @@ decided on its own merits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.audit.chain import event_id
 from tether.audit.model import Event
 from tether.errors import Unavailable
+from tether.log import get_logger
+
+log = get_logger("tether.gateway")
 
 if TYPE_CHECKING:
     from tether.policy import Decision, Resource
@@ -61,32 +67,144 @@ class Verdict:
     breakglass_id: str | None = None
 
 
-@dataclass
 class TaskUsage:
-    """Per-task counters policies read as `context.task.usage` (items, bytes, calls, external recipients)."""
+    """Per-task counters policies read as `context.task.usage` (items, bytes, calls, external recipients).
 
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    The counters live in the database (`task_usage`), shared by every process serving it; the audit
+    writer adds each call's deltas in the transaction that commits the call's events. Deciding reads
+    no database: a task's view here is the service-wide totals this process last learned, plus its own
+    deltas still on their way to the disk. It learns totals three ways, each stamped with the audit
+    seq they are as of (a later stamp always wins): its own commits; a read the first time it sees a
+    task (`ensure`); and a poll for rows other processes changed (`poll`, every POLL_SECONDS while the
+    server runs). So what another process counted reaches a decision here within one poll; concurrent
+    calls are decided before their neighbours' answers are counted, in one process or several.
+    """
+
+    POLL_SECONDS = 0.25
+
+    def __init__(
+        self,
+        load: Callable[[str], tuple[int, dict[str, int]]] | None = None,
+        changed: Callable[[int], list[tuple[str, tuple[int, dict[str, int]]]]] | None = None,
+        head: Callable[[], int] | None = None,
+    ) -> None:
+        self._load, self._changed, self._head = load, changed, head
+        self._base: dict[str, tuple[int, dict[str, int]]] = {}  # task → (seq, totals)
+        self._pending: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._watermark: int | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     def of(self, task_id: str) -> dict[str, int]:
-        return self.counters.setdefault(task_id, {"items": 0, "bytes": 0, "calls": 0, "external_recipients": 0})
+        base = self._base.get(task_id)
+        out = dict(base[1]) if base is not None else {"items": 0, "bytes": 0, "calls": 0, "external_recipients": 0}
+        if task_id in self._pending:
+            with self._lock:
+                for k, v in self._pending.get(task_id, {}).items():
+                    out[k] = out.get(k, 0) + v
+        return out
 
     def add(self, task_id: str, **deltas: int) -> dict[str, int]:
-        usage = self.of(task_id)
-        for k, v in deltas.items():
-            usage[k] = usage.get(k, 0) + int(v)
-        return usage
+        """Count `deltas` now; they stay pending here until the record carrying them is committed."""
+        with self._lock:
+            pending = self._pending.setdefault(task_id, {})
+            for k, v in deltas.items():
+                pending[k] = pending.get(k, 0) + int(v)
+        return self.of(task_id)
+
+    async def ensure(self, task_id: str) -> None:
+        """Read the task's service-wide totals the first time this process sees it."""
+        if self._load is None or task_id in self._base:
+            return
+        self._learn({task_id: await asyncio.to_thread(self._load, task_id)})
+
+    def committed(
+        self, usage: list[tuple[str, Mapping[str, int]]], totals: dict[str, tuple[int, dict[str, int]]] | None
+    ) -> None:
+        """The audit writer's report on a batch: its deltas left pending, and the new totals (None: rolled back)."""
+        with self._lock:
+            for task_id, deltas in usage:
+                pending = self._pending.get(task_id)
+                if pending is None:
+                    continue
+                for k, v in deltas.items():
+                    left = pending.get(k, 0) - int(v)
+                    if left:
+                        pending[k] = left
+                    else:
+                        pending.pop(k, None)
+                if not pending:
+                    del self._pending[task_id]
+            if totals:
+                self._learn_locked(totals)
+
+    def poll(self) -> int:
+        """Take in the rows other processes changed since the last poll (for tasks seen here); how many."""
+        if self._changed is None:
+            return 0
+        if self._watermark is None:
+            self._watermark = self._head() if self._head is not None else 0
+            return 0
+        rows = self._changed(self._watermark)
+        if rows:
+            self._watermark = max(self._watermark, rows[-1][1][0])
+            with self._lock:
+                self._learn_locked({task: t for task, t in rows if task in self._base})
+        return len(rows)
 
     def forget(self, task_id: str) -> None:
-        self.counters.pop(task_id, None)
+        with self._lock:
+            self._base.pop(task_id, None)
+            self._pending.pop(task_id, None)
+
+    async def start(self) -> None:
+        if self._changed is not None and self._poller is None:
+            await asyncio.to_thread(self.poll)  # sets the watermark: older changes come with `ensure`
+            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL_SECONDS)
+            if not self._base:
+                continue
+            try:
+                await asyncio.to_thread(self.poll)
+            except Exception as exc:  # noqa: BLE001 — a watcher logs and keeps watching
+                log.error("task usage poll failed", error=repr(exc))
+
+    def _learn(self, totals: Mapping[str, tuple[int, dict[str, int]]]) -> None:
+        with self._lock:
+            self._learn_locked(totals)
+
+    def _learn_locked(self, totals: Mapping[str, tuple[int, dict[str, int]]]) -> None:
+        for task_id, (seq, counters) in totals.items():
+            known = self._base.get(task_id)
+            if known is None or seq >= known[0]:  # a reading never replaces a newer one
+                self._base[task_id] = (seq, counters)
 
 
 class Enforcer:
-    def __init__(self, *, policy: _Policy | None, audit: Any, approvals: Any = None, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        policy: _Policy | None,
+        audit: Any,
+        approvals: Any = None,
+        metrics: Any = None,
+        usage: TaskUsage | None = None,
+    ) -> None:
         self.policy = policy
         self.audit = audit
         self.approvals = approvals
         self.metrics = metrics
-        self.usage = TaskUsage()
+        self.usage = usage if usage is not None else TaskUsage()
 
     def request(self, call: Call) -> Any:
         """The DecisionRequest for a call: identity comes from the verified token only."""
@@ -113,6 +231,7 @@ class Enforcer:
         if self.audit is None:
             raise Unavailable("the audit log is not available: calls are refused")
         t = call.token
+        await self.usage.ensure(t.task_id)
         req = self.request(call)
         prompt_digest, prompt_text = self._prompt(call.prompt)
         requested_id, decided_id = event_id(), event_id()  # time-ordered: the id index grows at its edge
@@ -155,6 +274,8 @@ class Enforcer:
                 call.approval_id, task_id=t.task_id, request_digest=call.request_digest
             )
             consumed = call.approval_id
+        from tether.policy import Effect
+
         breakglass = self.approvals.breakglass_for(t.agent_id, t.task_id) if self.approvals else None
         decision = self.policy.decide(req, lifted_forbids=lifted, breakglass=breakglass is not None)
         events.append(
@@ -185,13 +306,19 @@ class Enforcer:
                     **common,
                 )
             )
-        await self.audit.record_many(events, content=content)
+        allowed = decision.effect is Effect.ALLOW
+        counted: tuple[str, dict[str, int]] | None = None
+        if allowed:  # counted now (pending), committed with the decision: a refused write counts nothing
+            counted = (
+                t.task_id,
+                {"calls": 1, "external_recipients": int(call.facts.get("external_recipients", 0) or 0)},
+            )
+            self.usage.add(counted[0], **counted[1])
+        await self.audit.record_many(events, content=content, usage=counted)
         if self.metrics is not None:
             self.metrics.child(self.metrics.decisions, decision.effect.value, call.gateway).inc()
 
         approval_id = consumed
-        from tether.policy import Effect
-
         if decision.effect is Effect.APPROVAL_REQUIRED:
             if self.approvals is None:
                 raise Unavailable("this call needs approval, and approvals are not available")
@@ -205,9 +332,6 @@ class Enforcer:
                 gateway=call.gateway,
             )
             approval_id = approval.id
-        allowed = decision.effect is Effect.ALLOW
-        if allowed:
-            self.usage.add(t.task_id, calls=1, external_recipients=int(call.facts.get("external_recipients", 0) or 0))
         return Verdict(decision, allowed, approval_id, requested_id, decided_id, getattr(breakglass, "id", None))
 
     async def completed(self, call: Call, verdict: Verdict, *, outcome: Mapping[str, Any]) -> None:
@@ -217,7 +341,8 @@ class Enforcer:
         committed alone within a few milliseconds) instead of costing an fsync of its own.
         """
         t = call.token
-        self.usage.add(t.task_id, items=int(outcome.get("items", 0) or 0), bytes=int(outcome.get("bytes", 0) or 0))
+        deltas = {"items": int(outcome.get("items", 0) or 0), "bytes": int(outcome.get("bytes", 0) or 0)}
+        self.usage.add(t.task_id, **deltas)
         await self.audit.record(
             Event(
                 type="tool.completed",
@@ -235,6 +360,7 @@ class Enforcer:
                 outcome=dict(outcome),
             ),
             lazy=True,
+            usage=(t.task_id, deltas),
         )
 
     async def record(self, event: Event) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.responses import JSONResponse, Response
 
 from tether.api.deps import ServicesDep
@@ -35,4 +36,14 @@ def readyz(svc: ServicesDep) -> Any:
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry(request.app.state.metrics.registry)), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry(own: CollectorRegistry) -> CollectorRegistry:
+    """This process's registry; under `tether serve --workers`, all workers' figures merged."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return own
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+    return merged

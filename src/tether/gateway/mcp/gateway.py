@@ -16,12 +16,15 @@ requests (sampling, elicitation) and SSE streams are not relayed: every answer i
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from secrets import token_bytes, token_hex
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +37,6 @@ from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, UpstreamPool, UpstreamUnavailable
 from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
-from tether.types import new_id
 
 log = get_logger("tether.gateway.mcp")
 
@@ -122,8 +124,11 @@ class McpGateway:
         headers: HeaderSource | None = None,
         metrics: Any = None,
         secrets: Callable[[str, str, str], tuple[str, ...]] | None = None,
+        session_key: bytes | None = None,
     ) -> None:
         self.config = config
+        #: MACs the session ids: every process with the same key accepts the sessions any of them opened
+        self._session_key = session_key or token_bytes(32)
         #: (server, person, task) → the credential values last injected for it: results are scanned for them
         self._secrets = secrets
         self.base_url = base_url.rstrip("/")
@@ -138,7 +143,9 @@ class McpGateway:
         base = urlsplit(self.base_url)
         self.origins = {o.rstrip("/").lower() for o in config.allowed_origins}
         self.origins.add(f"{base.scheme}://{base.netloc}".lower())
+        #: sessions this process has seen (opened here, or elsewhere and verified here), by id
         self.sessions: dict[str, Downstream] = {}
+        self._ended: dict[str, None] = {}  # ids ended (DELETE) here: refused here even though their MAC holds
         self._tools: dict[str, ToolList] = {}
         self._pins: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._pins_at = -1e9
@@ -198,10 +205,13 @@ class McpGateway:
                             [(b"allow", b"POST, DELETE")])  # fmt: skip
         if method == "DELETE":
             sid = hmap.get(b"mcp-session-id", b"").decode("latin-1")
-            s = self.sessions.get(sid)
+            s = self._known(sid)
             if s is None or s.task_id != token.task_id or s.person_id != token.person_id:
                 raise HttpError(404, "no such session")
             self.sessions.pop(sid, None)
+            self._ended[sid] = None
+            if len(self._ended) > MAX_SESSIONS:
+                del self._ended[next(iter(self._ended))]
             await _respond(send, 200, None)
             return
         if method != "POST":
@@ -303,11 +313,8 @@ class McpGateway:
     def _initialize(self, token: Any, params: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         asked = params.get("protocolVersion")
         version = asked if isinstance(asked, str) and asked in HANDSHAKE_VERSIONS else LATEST
-        if len(self.sessions) >= MAX_SESSIONS:
-            oldest = min(self.sessions.values(), key=lambda s: s.created)
-            self.sessions.pop(oldest.id, None)
-        sid = new_id("mcs")
-        self.sessions[sid] = Downstream(sid, token.person_id, token.task_id, token.agent_id, version)
+        sid = self._session_id(token, version)
+        self._keep(Downstream(sid, token.person_id, token.task_id, token.agent_id, version))
         caps: dict[str, Any] = {"tools": {"listChanged": True}, "logging": {}}
         if any(True for _ in self.servers):
             caps["resources"] = {"listChanged": True}
@@ -326,12 +333,50 @@ class McpGateway:
         sid = hmap.get(b"mcp-session-id")
         if sid is None:
             raise HttpError(400, "Bad Request: Mcp-Session-Id is required (send initialize first)")
-        s = self.sessions.get(sid.decode("latin-1"))
+        s = self._known(sid.decode("latin-1"))
         if s is None or s.task_id != token.task_id or s.person_id != token.person_id:
             raise HttpError(404, "Session not found: initialize again")
         pv = hmap.get(b"mcp-protocol-version")
         if pv is not None and pv.decode("latin-1") not in HANDSHAKE_VERSIONS:
             raise HttpError(400, "Bad Request: unsupported MCP-Protocol-Version")
+        return s
+
+    # Session ids are signed, not stored: `mcs_` + base64url(JSON [version, person, task, agent, nonce])
+    # + "." + base64url(HMAC-SHA-256). Any process holding the key accepts a session another opened
+    # (`tether serve --workers`, or several servers behind one name); the id still binds the session to
+    # the person and task of the token that opened it, and each request is authorised by its own token.
+
+    def _session_id(self, token: Any, version: str) -> str:
+        payload = base64.urlsafe_b64encode(
+            json.dumps([version, token.person_id, token.task_id, token.agent_id, token_hex(8)],
+                       separators=(",", ":")).encode()
+        ).rstrip(b"=")  # fmt: skip
+        mac = base64.urlsafe_b64encode(hmac.new(self._session_key, payload, hashlib.sha256).digest()).rstrip(b"=")
+        return "mcs_" + payload.decode() + "." + mac.decode()
+
+    def _known(self, sid: str) -> Downstream | None:
+        s = self.sessions.get(sid)
+        if s is not None or sid in self._ended or not sid.startswith("mcs_") or len(sid) > 1024:
+            return s
+        payload, _, mac = sid[4:].partition(".")
+        good = base64.urlsafe_b64encode(
+            hmac.new(self._session_key, payload.encode(), hashlib.sha256).digest()
+        ).rstrip(b"=")  # fmt: skip
+        if not hmac.compare_digest(good, mac.encode()):
+            return None
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            version, person, task, agent, _nonce = doc
+        except (ValueError, TypeError):
+            return None
+        if not all(isinstance(v, str) for v in (version, person, task, agent)) or version not in HANDSHAKE_VERSIONS:
+            return None
+        return self._keep(Downstream(sid, person, task, agent, version))
+
+    def _keep(self, s: Downstream) -> Downstream:
+        if len(self.sessions) >= MAX_SESSIONS:  # a cache: an evicted session is verified again on its next call
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[s.id] = s
         return s
 
     async def _notification(
