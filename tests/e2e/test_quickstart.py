@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,24 +39,25 @@ def exchange(demo: dict[str, str], scope: str, resource: str, purpose: str) -> s
 TETHER = str(Path(sys.executable).parent / "tether")
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    data = tmp_path_factory.mktemp("demo")
+@contextmanager
+def running_demo(data: Path, *, workers: int = 1) -> Iterator[dict[str, str]]:
+    """`tether quickstart` in a process group of its own, ready, with an agent key and a delegation token."""
     port = free_port()
     env = {**os.environ, "TETHER_DATA_DIR": str(data)}
     log = (data / "quickstart.log").open("wb")
     sim_port = free_port()
     proc = subprocess.Popen(
-        [TETHER, "quickstart", "--data-dir", str(data), "--port", str(port), "--sim-port", str(sim_port)],
+        [TETHER, "quickstart", "--data-dir", str(data), "--port", str(port), "--sim-port", str(sim_port),
+         "--workers", str(workers)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-    )
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 90
         while time.time() < deadline:
             try:
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:
@@ -85,6 +87,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_demo(tmp_path_factory.mktemp("demo")) as d:
+        yield d
 
 
 async def test_mcp_read_allowed_destructive_tool_held_then_approved_once(demo: dict[str, str]) -> None:

@@ -125,11 +125,12 @@ def quickstart(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Demo data directory.")] = Path(".tether-demo"),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up the demo and exit.")] = False,
     sim_port: Annotated[int | None, typer.Option(help="Port of the Microsoft 365 simulator (default port+1).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (see `tether serve`).")] = 1,
 ) -> None:
     """A working demo: a small organisation, its agents and delegations, then the server on :8700."""
     from tether.cli.quickstart import run
 
-    run(data_dir=data_dir, port=port, serve=not no_serve, sim_port=sim_port)
+    run(data_dir=data_dir, port=port, serve=not no_serve, sim_port=sim_port, workers=workers)
 
 
 @config_app.command("show")

@@ -141,7 +141,7 @@ def gateway_config(data_dir: Path, sim_port: int) -> Path:
     return path
 
 
-def run(*, data_dir: Path, port: int, serve: bool, sim_port: int | None = None) -> None:
+def run(*, data_dir: Path, port: int, serve: bool, sim_port: int | None = None, workers: int = 1) -> None:
     sim_port = sim_port or port + 1
     s = settings(data_dir, port=port)
     s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -194,7 +194,7 @@ def run(*, data_dir: Path, port: int, serve: bool, sim_port: int | None = None) 
         from tether.cli.main import serve as serve_command
 
         os.environ["TETHER_GATEWAY_CONFIG"] = str(config)
-        serve_command(host=s.host, port=port, data_dir=s.data_dir)
+        serve_command(host=s.host, port=port, data_dir=s.data_dir, workers=workers)
 
 
 def _pin_notes(svc: Services) -> None:

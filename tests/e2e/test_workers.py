@@ -1,0 +1,106 @@
+"""`tether quickstart --workers 2`: two server processes on one port and one database act as one service.
+
+Every request below opens a new connection, so the kernel hands it to either worker. The test
+checks that both workers served, that an MCP session opened on one works on the other, that a
+task's item budget holds across them (the default pack asks for approval from 500 items read),
+that the audit chain both wrote verifies, and that /metrics counts every worker's requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_quickstart import TETHER, exchange, running_demo
+
+pytestmark = pytest.mark.slow
+
+MAIL = "/proxy/m365/v1.0/users/alice@contoso.example/messages"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_demo(tmp_path_factory.mktemp("workers"), workers=2) as d:
+        yield d
+
+
+def fresh(method: str, url: str, **kw: object) -> httpx.Response:
+    """One request on a connection of its own (so either worker may take it)."""
+    with httpx.Client(timeout=30) as c:
+        return c.request(method, url, **kw)  # type: ignore[arg-type]
+
+
+def worker_pids(data: str) -> set[str]:
+    """Processes that wrote Prometheus figures (prometheus_client names its files <kind>_<pid>.db)."""
+    return {p.stem.rsplit("_", 1)[-1] for p in (Path(data) / "metrics").glob("*.db")}
+
+
+def test_both_workers_serve_and_metrics_count_them_all(demo: dict[str, str]) -> None:
+    base = demo["base"]
+    for _ in range(40):
+        assert fresh("GET", base + "/healthz").status_code == 200
+    assert len(worker_pids(demo["data"])) >= 2, "one worker took every connection"
+    text = fresh("GET", base + "/metrics").text
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tether_http_requests_total{") and 'route="/healthz"' in line
+    )
+    assert served >= 40  # one worker alone answered only its share
+
+
+def test_an_mcp_session_opened_on_one_worker_works_on_the_other(demo: dict[str, str]) -> None:
+    base = demo["base"]
+    token = exchange(demo, "mcp:read", base + "/mcp", "notes across workers")
+    auth = {"Authorization": f"Bearer {token}"}
+    init = fresh("POST", base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                 headers=auth)  # fmt: skip
+    sid = init.headers["mcp-session-id"]
+    for i in range(20):
+        r = fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json={
+            "jsonrpc": "2.0", "id": 2 + i, "method": "tools/call",
+            "params": {"name": "notes__search_notes", "arguments": {"query": "q3"}}})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["isError"] is False
+
+
+def test_a_task_budget_holds_across_workers(demo: dict[str, str]) -> None:
+    """25 messages a page: pages are allowed until the task has read 500 items, on whichever worker;
+    from then on (once the workers have polled), every page waits for approval, on every worker."""
+    base = demo["base"]
+    token = exchange(demo, "mail:read", base + "/proxy/m365", "read everything")
+    auth = {"Authorization": f"Bearer {token}"}
+    read = 0
+    while read < 500:
+        r = fresh("GET", base + MAIL, params={"$top": "25"}, headers=auth)
+        assert r.status_code == 200, (read, r.text)
+        read += len(r.json()["value"])
+    time.sleep(1.0)  # > the lazy outcome window plus two polls (0.25 s)
+    for _ in range(12):
+        r = fresh("GET", base + MAIL, params={"$top": "1"}, headers=auth)
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "approval_required"
+
+
+async def _concurrent(base: str, auth: dict[str, str], n: int) -> list[int]:
+    async def one() -> int:
+        async with httpx.AsyncClient(timeout=30) as c:
+            return (await c.get(base + MAIL, params={"$top": "1"}, headers=auth)).status_code
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def test_the_chain_both_workers_wrote_verifies(demo: dict[str, str]) -> None:
+    base = demo["base"]
+    token = exchange(demo, "mail:read", base + "/proxy/m365", "concurrent")
+    statuses = asyncio.run(_concurrent(base, {"Authorization": f"Bearer {token}"}, 48))
+    assert statuses == [200] * 48
+    r = subprocess.run([TETHER, "audit", "verify", "--data-dir", demo["data"]], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
