@@ -1,16 +1,19 @@
 """HTTP gateway benchmark: proxied requests/s and added latency versus direct calls to the simulator.
 
-    python bench/http_gateway.py [--quick] [--no-httpx]
+    python bench/http_gateway.py [--quick] [--no-httpx] [--workers N]
 
 Three server processes on loopback (uvloop + httptools): the Microsoft 365 simulator, Tether
 serving /proxy (task-token verification, route map, decision and audit through the
 enforcer, credential injection, leak scan, link rewriting), and two bare forwarders that
 only inject the credential — one on aiohttp (what the gateway uses), one on httpx 0.28 (for
 comparison, encode/httpx#3215). The load generator (aiohttp, keep-alive) runs in this process
-at 1 and 32 concurrent clients against each target, all in the same run.
+at 1 and 32 concurrent clients against each target, all in the same run. Tether is measured
+twice: as one process, and as `tether serve --workers N` (default 2, this machine's cores:
+N processes on one port and one database, the way to use a second core).
 
 Added latency = proxied percentile − direct percentile at one client. Prints a table, then as
-its LAST line one JSON object with `added_p50_ms`, `added_p99_ms`, `requests_per_s_32`.
+its LAST line one JSON object with `added_p50_ms`, `added_p99_ms` (one process), and
+`requests_per_s_32` (the best of one process and N workers; both are in the JSON too).
 Goals: added median ≤ 1 ms, ≥ 1,500 authorised requests/s.
 
 The enforcer: `tether.gateway._enforce.Enforcer` when the policy engine and the audit writer
@@ -57,7 +60,7 @@ def run_sim(port: int, secret: str) -> None:
     serve(create_app(M365Sim(clients={"tether-gateway": secret})), port)
 
 
-def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_audit: bool) -> None:
+def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_audit: bool, workers: int = 1) -> None:
     import yaml
 
     from tether.api.app import create_app
@@ -128,7 +131,31 @@ def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_
                   "jti": new_id("tok"), "iat": now, "nbf": now, "exp": now + 3000}  # fmt: skip
         tokens.append(svc.verifier.keyring.sign(claims, "at+jwt"))  # type: ignore[union-attr]
     q.put((tokens, enforcer_name))
+    if workers > 1:  # `tether serve --workers N`, as an operator runs it
+        svc.close()
+        serve_cli(settings, cfg, workers)
+        return
     serve(create_app(svc), port)
+
+
+def serve_cli(settings: Any, cfg: Path, workers: int) -> None:
+    """`tether serve --workers N` in a child process; stopped (with its workers) when this process is."""
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "TETHER_PUBLIC_URL": str(settings.public_url), "TETHER_GATEWAY_CONFIG": str(cfg)}
+    cmd = [str(Path(sys.executable).parent / "tether"), "serve", "--data-dir", str(settings.data_dir),
+           "--port", str(settings.port), "--workers", str(workers)]  # fmt: skip
+    child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+
+    def stop(*_: Any) -> None:
+        child.terminate()
+        child.wait(15)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    child.wait()
 
 
 def _forwarder(kind: str, sim_base: str, token: str) -> Any:
@@ -215,6 +242,23 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
 
 
+def ready(port: int, proc: mp.Process) -> None:
+    """Until Tether answers /readyz (with workers, the port opens before they serve)."""
+    import httpx
+
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if not proc.is_alive():
+            raise RuntimeError("a server process died")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"Tether on {port} did not become ready")
+
+
 def wait(port: int, proc: mp.Process) -> None:
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -232,6 +276,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs (< 60 s)")
     ap.add_argument("--no-httpx", action="store_true", help="skip the httpx forwarder")
     ap.add_argument("--memory-audit", action="store_true", help="diagnosis: audit kept in memory (no durable write)")
+    ap.add_argument("--workers", type=int, default=2, help="processes of the multi-process Tether (0: skip it)")
     args = ap.parse_args()
     seconds = 2.5 if args.quick else 8.0
     ctx = mp.get_context("spawn")
@@ -252,7 +297,16 @@ def main() -> None:
             p.start()
             procs.append(p)
             tokens, enforcer_name = q.get(timeout=60)
-            wait(tether_port, p)
+            ready(tether_port, p)
+            multi_port, multi_tokens = free_port(), []
+            if args.workers > 1:
+                (Path(data) / "w").mkdir()
+                p = ctx.Process(target=run_tether, args=(multi_port, sim_base, str(Path(data) / "w"), q, secret,
+                                                         args.memory_audit, args.workers))  # fmt: skip
+                p.start()  # not a daemon: it starts worker processes of its own
+                procs.append(p)
+                multi_tokens = q.get(timeout=60)[0]
+                ready(multi_port, p)
             kinds = [("aiohttp", aio_port)] + ([] if args.no_httpx else [("httpx", hx_port)])
             for kind, port in kinds:
                 p = ctx.Process(target=run_forwarder, args=(kind, port, sim_base, secret), daemon=True)
@@ -271,6 +325,9 @@ def main() -> None:
                 targets.append(("bare httpx 0.28 forwarder", f"http://127.0.0.1:{hx_port}" + PATH, [{}]))
             targets.append(("Tether /proxy (aiohttp)", f"http://127.0.0.1:{tether_port}/proxy/m365" + PATH,
                             [{"Authorization": "Bearer " + t} for t in tokens]))  # fmt: skip
+            if multi_tokens:
+                targets.append((f"Tether, {args.workers} workers", f"http://127.0.0.1:{multi_port}/proxy/m365" + PATH,
+                                [{"Authorization": "Bearer " + t} for t in multi_tokens]))  # fmt: skip
             results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
             for name, url, headers in targets:
                 results[name] = {}
@@ -296,10 +353,15 @@ def main() -> None:
                 f"{name:<28} {clients:>7} {p50:>8.3f} {p99:>8.3f} {rps:>9.0f} {p50 - base[0]:>10.3f} {p99 - base[1]:>10.3f} {errors:>7}"
             )
     tether = results["Tether /proxy (aiohttp)"]
+    multi = results.get(f"Tether, {args.workers} workers")
     figures = {
         "added_p50_ms": round(tether[1][0] - direct[0], 3),
         "added_p99_ms": round(tether[1][1] - direct[1], 3),
-        "requests_per_s_32": round(tether[32][2]),
+        "requests_per_s_32": round(max(tether[32][2], multi[32][2] if multi else 0)),
+        "requests_per_s_32_one_process": round(tether[32][2]),
+        "workers": args.workers if multi else 1,
+        "requests_per_s_32_workers": round(multi[32][2]) if multi else None,
+        "workers_added_p50_ms": round(multi[1][0] - direct[0], 3) if multi else None,
         "direct_requests_per_s_32": round(results["direct to simulator"][32][2]),
         "bare_aiohttp_added_p50_ms": round(results["bare aiohttp forwarder"][1][0] - direct[0], 3),
         "enforcer": "real" if enforcer_name.startswith("tether.") else "stand-in",

@@ -104,3 +104,21 @@ def test_the_chain_both_workers_wrote_verifies(demo: dict[str, str]) -> None:
     r = subprocess.run([TETHER, "audit", "verify", "--data-dir", demo["data"]], capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_worker_that_dies_is_replaced_and_the_service_keeps_serving(demo: dict[str, str]) -> None:
+    import os
+    import signal
+
+    base = demo["base"]
+    before = worker_pids(demo["data"])
+    victim = int(sorted(before)[0])
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.time() + 60
+    new: set[str] = set()
+    while time.time() < deadline and not new:
+        r = fresh("GET", base + "/healthz")  # the survivor answers meanwhile; the replacement once it is up
+        assert r.status_code == 200
+        new = worker_pids(demo["data"]) - before
+        time.sleep(0.1)
+    assert new, "no replacement worker served"

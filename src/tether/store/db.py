@@ -4,10 +4,18 @@ SQLite runs in WAL mode with `synchronous=FULL` (a committed audit record surviv
 loss). Write transactions on SQLite start with `BEGIN IMMEDIATE`, so a read-then-write
 (the audit chain head, a conditional state change) is serialised across processes; on
 PostgreSQL the audit chain takes an advisory lock instead.
+
+SQLite writers of every Tether process on one database also take a `WriterLock` (an flock on
+`<database>-writer.lock`) around each write transaction. SQLite itself makes a second writer
+wait by sleeping and retrying (its busy handler), which under load from several processes
+(`tether serve --workers`) left calls waiting hundreds of milliseconds for a lock freed long
+before; a writer waiting on the flock is woken by the kernel the moment it is released.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,8 +49,11 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(url, **kwargs)
+        self.writer_lock: WriterLock | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine, lambda: self.wal_autocheckpoint)
+            if path and path != ":memory:":
+                self.writer_lock = WriterLock(Path(path + "-writer.lock"))
 
     @property
     def dialect(self) -> str:
@@ -60,11 +71,15 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, serialised with every other writer on SQLite."""
-        try:
-            with self.engine.connect().execution_options(tether_immediate=True) as conn, conn.begin():
-                yield conn
-        except SQLAlchemyError as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        with self._writer():
+            try:
+                with self.engine.connect().execution_options(tether_immediate=True) as conn, conn.begin():
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+    def _writer(self) -> Any:
+        return self.writer_lock.held() if self.writer_lock is not None else _NO_LOCK
 
     @contextmanager
     def raw_write(self) -> Iterator[Any]:
@@ -74,6 +89,10 @@ class Database:
         statements. The connection comes from the engine's pool (so its connect-time settings hold
         and `dispose()` reaches it) and goes back after each transaction.
         """
+        with self._writer():
+            yield from self._raw_write()
+
+    def _raw_write(self) -> Iterator[Any]:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             raw = self.engine.raw_connection()
@@ -109,6 +128,68 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.writer_lock is not None:
+            self.writer_lock.close()
+
+
+class WriterLock:
+    """One SQLite writer at a time across processes and threads, each waiter woken by the kernel.
+
+    Re-entrant within a thread (a write inside a write shares the lock). A thread waits at most
+    LOCK_WAIT seconds for another thread of its process (which could be waiting on it: fail, not
+    hang); across processes the flock waits as long as the holder's transaction lasts.
+    """
+
+    LOCK_WAIT = 30.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.RLock()
+        self._depth = threading.local()
+        self._fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._local.acquire(timeout=self.LOCK_WAIT):
+            raise Unavailable("database unavailable: the write lock is held too long")
+        depth = getattr(self._depth, "n", 0)
+        try:
+            if depth == 0:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+            self._depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._depth.n = depth
+                if depth == 0:
+                    fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    def close(self) -> None:
+        with self._local:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise Unavailable(f"database unavailable: cannot open {self.path.name}: {exc.strerror}") from exc
+        return self._fd
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
 
 
 def _configure_sqlite(engine: Engine, wal_pages: Callable[[], int]) -> None:
