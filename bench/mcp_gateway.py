@@ -11,7 +11,10 @@ Every gateway call is fully processed: task token verified, tool mapped, decided
 landed, this script supplies an allow-all decision and a group-commit writer to the real chain
 (used only when `services.policy` / `services.audit` are missing).
 
-    python bench/mcp_gateway.py [--quick] [--contextforge VENV]
+    python bench/mcp_gateway.py [--quick] [--workers N] [--contextforge VENV]
+
+Tether runs twice: as one process (latency and calls/s), and as `tether serve --workers N`
+(default 2, this machine's cores; calls/s), each on a database of its own.
 
 Last line: JSON with added_p50_ms, added_p99_ms, calls_per_s_32 (and the rest).
 
@@ -63,7 +66,7 @@ def run_echo(port: int) -> None:
 # ---------------------------------------------------------------- child: Tether
 
 
-def run_tether(workdir: Path, port: int, upstream: str) -> None:
+def run_tether(workdir: Path, port: int, upstream: str, workers: int = 1) -> None:
     import hashlib
     from datetime import timedelta
 
@@ -180,6 +183,12 @@ def run_tether(workdir: Path, port: int, upstream: str) -> None:
         "iat": t, "nbf": t, "exp": t + 3000,
     }, "at+jwt")  # fmt: skip
     (workdir / "token").write_text(token)
+    if workers > 1:  # this process becomes `tether serve --workers N`, as an operator runs it
+        services.close()
+        os.environ |= {"TETHER_PUBLIC_URL": settings.base_url, "TETHER_GATEWAY_CONFIG": str(cfg)}
+        exe = str(Path(sys.executable).parent / "tether")
+        os.execv(exe, [exe, "serve", "--data-dir", str(settings.data_dir), "--port", str(port),  # noqa: S606
+                       "--workers", str(workers)])  # fmt: skip
     app = create_app(services)
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
@@ -412,7 +421,9 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def measure(direct_url: str, gw_url: str, token: str, quick: bool, cf: dict[str, Any] | None) -> dict[str, Any]:
+async def measure(
+    direct_url: str, gw_url: str, token: str, quick: bool, cf: dict[str, Any] | None, multi: tuple[str, str] | None
+) -> dict[str, Any]:
     import aiohttp
 
     conn = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
@@ -467,6 +478,10 @@ async def measure(direct_url: str, gw_url: str, token: str, quick: bool, cf: dic
             res["contextforge_calls_per_s_1"] = await cf_throughput(make_cf, cf["tool"], 1, secs)
         res["calls_per_s_32"] = await throughput(make_gw, "echo__echo", 32, secs)
         res["direct_calls_per_s_32"] = await throughput(make_direct, "echo", 32, secs)
+        if multi:
+            make_multi = maker(*multi)
+            await timed(await make_multi(), "echo__echo", 50)
+            res["workers_calls_per_s_32"] = await throughput(make_multi, "echo__echo", 32, secs)
         if cf and not cf_error:
             res["contextforge_calls_per_s_32"] = await cf_throughput(make_cf, cf["tool"], 32, secs)
         res["samples"] = len(gateway)
@@ -495,6 +510,22 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     raise RuntimeError(f"port {port} did not open")
 
 
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Until /readyz answers 200 (with workers, the port opens before they serve)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"child exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"Tether on {port} did not become ready")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short run (< 60 s)")
@@ -509,14 +540,15 @@ def main() -> None:
                          "registration) takes 10-20 s and its calls are slower, so the run takes longer (--quick: "
                          "about 50 s here, more on a loaded machine; the 60 s bound holds only without it). If it fails to "
                          "start, the run goes on without it.")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=2, help="processes of the multi-process Tether (0: skip it)")
     ap.add_argument("--echo", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--tether", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--tether", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.echo:
         run_echo(a.echo)
         return
     if a.tether:
-        run_tether(Path(a.tether[0]), int(a.tether[1]), a.tether[2])
+        run_tether(Path(a.tether[0]), int(a.tether[1]), a.tether[2], int(a.tether[3]))
         return
     # A SIGTERM is handled as a Ctrl-C, which asyncio.run turns into a clean cancellation: children are stopped.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -535,9 +567,17 @@ def main() -> None:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
             wait_port(ep, procs[-1])
             upstream = f"http://127.0.0.1:{ep}/mcp"
-            procs.append(subprocess.Popen([sys.executable, __file__, "--tether", tmp, str(tp), upstream], env=env))
+            procs.append(subprocess.Popen([sys.executable, __file__, "--tether", tmp, str(tp), upstream, "1"], env=env))
             wait_port(tp, procs[-1])
             token = (Path(tmp) / "token").read_text()
+            multi: tuple[str, str] | None = None
+            if a.workers > 1:
+                mp_dir, mport = Path(tmp) / "workers", free_port()
+                mp_dir.mkdir()
+                procs.append(subprocess.Popen([sys.executable, __file__, "--tether", str(mp_dir), str(mport), upstream,
+                                               str(a.workers)], env=env))  # fmt: skip
+                wait_ready(mport, procs[-1])
+                multi = (f"http://127.0.0.1:{mport}/mcp", (mp_dir / "token").read_text())
             if a.contextforge:
                 t0 = time.perf_counter()
                 n = len(procs)
@@ -552,7 +592,7 @@ def main() -> None:
                     print(f"ContextForge {cf_status}", file=sys.stderr)
                     stop(procs[n:])
                     del procs[n:]
-            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf))
+            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf, multi))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
@@ -578,10 +618,16 @@ def main() -> None:
 
         print(f"{'contextforge':<{w}} {r['contextforge_p50_ms']:>8.2f} {r['contextforge_p99_ms']:>8.2f} "
               f"{rate(r['contextforge_calls_per_s_1']):>12} {rate(r['contextforge_calls_per_s_32']):>13}")  # fmt: skip
+    if "workers_calls_per_s_32" in r:
+        print(f"{f'{a.workers} workers':<{w}} {'':>8} {'':>8} {'':>12} {r['workers_calls_per_s_32']:>13.0f}")
     print(f"added: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; gateway/direct throughput at c=32: "
           f"{r['calls_per_s_32'] / r['direct_calls_per_s_32']:.2f}")  # fmt: skip
     figures = {"transport": "sdk" if a.sdk else "lean", "durable_audit": not a.memory_audit, "added_p50_ms": round(added50, 3), "added_p99_ms": round(added99, 3),
-               "calls_per_s_32": round(r["calls_per_s_32"], 1), "calls_per_s_1": round(r["calls_per_s_1"], 1),
+               "calls_per_s_32": round(max(r["calls_per_s_32"], r.get("workers_calls_per_s_32", 0)), 1),
+               "calls_per_s_32_one_process": round(r["calls_per_s_32"], 1),
+               "workers": a.workers if "workers_calls_per_s_32" in r else 1,
+               "calls_per_s_32_workers": round(r["workers_calls_per_s_32"], 1) if "workers_calls_per_s_32" in r else None,
+               "calls_per_s_1": round(r["calls_per_s_1"], 1),
                **{k: round(v, 3) for k, v in r.items() if k.startswith("direct") or k.startswith("gateway")}}  # fmt: skip
     if cf:
         cf50 = r["contextforge_p50_ms"] - r["direct_p50_ms"]

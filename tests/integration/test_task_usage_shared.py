@@ -39,6 +39,13 @@ def _count(svc: Services, task: str, **deltas: int) -> None:
     usage.add(task, **deltas)
     assert svc.audit is not None
     asyncio.run(svc.audit.record(Event(type="tool.completed", task_id=task), usage=(task, deltas)))
+    _settled(svc)
+
+
+def _settled(svc: Services) -> None:
+    """The counters are added after a batch's callers are released: one more record waits that out."""
+    assert svc.audit is not None
+    asyncio.run(svc.audit.record(Event(type="test.flush")))
 
 
 def test_a_second_process_sees_the_budget_the_first_one_used(pair: tuple[Services, Services]) -> None:
@@ -96,6 +103,8 @@ def test_two_processes_counting_at_once_lose_no_update(pair: tuple[Services, Ser
         await asyncio.gather(asyncio.to_thread(asyncio.run, burst(a, 60)), asyncio.to_thread(asyncio.run, burst(b, 40)))
 
     asyncio.run(both())
+    _settled(a)
+    _settled(b)
     with a.db.read() as conn:
         row = conn.execute(select(task_usage).where(task_usage.c.task_id == "tsk_2")).one()
     assert (row.items, row.calls) == (200, 100)

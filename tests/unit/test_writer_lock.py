@@ -78,3 +78,20 @@ def test_sqlite_databases_write_under_the_lock_and_dispose_closes_it(tmp_path: P
     db.dispose()
     assert db.writer_lock._fd is None
     assert Database("sqlite:///:memory:").writer_lock is None
+
+
+def test_a_relaxed_transaction_leaves_its_pooled_connection_durable(tmp_path: Path) -> None:
+    """`raw_write(durable=False)` commits without waiting for the disk; the next user of the connection does wait."""
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        with db.raw_write(durable=False) as cur:
+            cur.execute("PRAGMA synchronous")
+            assert cur.fetchone()[0] == 1  # NORMAL
+            cur.execute("CREATE TABLE t (x INTEGER)")
+        with db.raw_write() as cur:
+            cur.execute("PRAGMA synchronous")
+            assert cur.fetchone()[0] == 2  # FULL again
+            cur.execute("SELECT count(*) FROM t")
+            assert cur.fetchone()[0] == 0
+    finally:
+        db.dispose()

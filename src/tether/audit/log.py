@@ -13,9 +13,11 @@ batch is stored (one transaction); the next batch tries again, so writing resume
 store returns. The writer is a thread, not a task, so a slow fsync never stalls the event
 loop the gateways run on.
 
-A record may carry a task's usage deltas (calls, items, bytes, external recipients): they are
-added to the shared `task_usage` counters in the same transaction as the events, and the new
-totals go to `usage_sink`, so every process serving one database counts the same budgets.
+A record may carry a task's usage deltas (calls, items, bytes, external recipients): once the
+batch is committed and its callers released, they are added to the shared `task_usage` counters
+(a transaction that does not wait for the disk: the counters are derived from the durable
+events), and the new totals go to `usage_sink`, so every process serving one database counts
+the same budgets.
 """
 
 from __future__ import annotations
@@ -263,7 +265,6 @@ class AuditLog:
         events = [e for j in jobs for e in j.events]
         content = self._sealed([c for j in jobs if j.content for c in j.content])
         usage = [j.usage for j in jobs if j.usage is not None]
-        totals: dict[str, Totals] = {}
         try:
             with self.db.raw_write() as cur:
                 postgres = not self.db.is_sqlite
@@ -272,8 +273,6 @@ class AuditLog:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
-                if usage and records:
-                    totals = add_usage(cur, postgres=postgres, seq=records[-1].seq, deltas=merge(usage))
         except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
             if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs):
                 return
@@ -284,8 +283,9 @@ class AuditLog:
                 log.error("audit batch failed", events=len(events), error=repr(exc))
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
-        self._tell_usage(usage, totals)  # before the waiters wake: a caller's next read sees its own counts
         self._settle(jobs, receipts, None)
+        if usage and records:
+            self._count(usage, records[-1].seq)
         if not receipts:
             return
         if self._on_commit is not None:
@@ -312,6 +312,24 @@ class AuditLog:
         if rest:
             self._commit(rest)
         return True
+
+    def _count(self, usage: list[Usage], seq: int) -> None:
+        """Add a committed batch's usage deltas to `task_usage`, after its callers were released.
+
+        The counters are derived from what the batch made durable (its outcomes and decisions), so
+        their transaction does not wait for the disk: it costs the callers nothing, and the next
+        durable commit carries it to the disk with itself. A crash in between loses these deltas
+        from the counters (never from the chain).
+        """
+        try:
+            with self.db.raw_write(durable=False) as cur:
+                totals = add_usage(cur, postgres=not self.db.is_sqlite, seq=seq, deltas=merge(usage))
+        except Exception as exc:  # noqa: BLE001 — the events are committed; only the counters missed them
+            with contextlib.suppress(Exception):
+                log.error("task usage not counted", tasks=len(usage), error=repr(exc))
+            self._tell_usage(usage, None)
+            return
+        self._tell_usage(usage, totals)
 
     def _tell_usage(self, usage: list[Usage], totals: dict[str, Totals] | None) -> None:
         if not usage or self.usage_sink is None:

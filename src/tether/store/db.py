@@ -82,17 +82,22 @@ class Database:
         return self.writer_lock.held() if self.writer_lock is not None else _NO_LOCK
 
     @contextmanager
-    def raw_write(self) -> Iterator[Any]:
+    def raw_write(self, *, durable: bool = True) -> Iterator[Any]:
         """A DB-API cursor in a write transaction (`BEGIN IMMEDIATE` on SQLite), committed on exit.
 
         For the audit writer's loop, where SQLAlchemy's per-transaction work costs more than the
         statements. The connection comes from the engine's pool (so its connect-time settings hold
         and `dispose()` reaches it) and goes back after each transaction.
+
+        `durable=False`: the commit does not wait for the disk (SQLite `synchronous=NORMAL` for this
+        transaction, PostgreSQL `synchronous_commit=off`): atomic, but the last such commits can be
+        lost in a power failure (the next durable commit makes them durable too). For data derived
+        from what is durable already, never for the audit record itself.
         """
         with self._writer():
-            yield from self._raw_write()
+            yield from self._raw_write(durable)
 
-    def _raw_write(self) -> Iterator[Any]:
+    def _raw_write(self, durable: bool = True) -> Iterator[Any]:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             raw = self.engine.raw_connection()
@@ -100,9 +105,14 @@ class Database:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
         try:
             cur = raw.cursor()
+            relaxed = not durable and self.is_sqlite
             try:
+                if relaxed:
+                    cur.execute("PRAGMA synchronous=NORMAL")
                 if self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")
+                elif not durable:
+                    cur.execute("SET LOCAL synchronous_commit TO OFF")
                 yield cur
                 raw.commit()
             except BaseException:
@@ -112,7 +122,11 @@ class Database:
                     raw.invalidate()  # a connection that cannot roll back is not put back in the pool
                 raise
             finally:
-                cur.close()
+                try:
+                    if relaxed:
+                        cur.execute("PRAGMA synchronous=FULL")  # the pooled connection goes back durable
+                finally:
+                    cur.close()
         except dbapi_error as exc:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
         finally:
