@@ -522,6 +522,7 @@ class McpGateway:
             except (UpstreamUnavailable, UpstreamError) as exc:
                 log.warning("tools/list: upstream unavailable", server=server, error=str(exc))
                 continue
+            listed: list[dict[str, Any]] = []
             for name, definition in tools.items():
                 stored = pins.get((server, name))
                 if stored is None or stored[0] != self._pin_of(server, name, definition):
@@ -530,8 +531,35 @@ class McpGateway:
                     continue
                 entry = dict(definition)
                 entry["name"] = self._public(server, name)
-                out.append(entry)
+                listed.append(entry)
+            out.extend(await self._clean(token, server, "tools/list", listed))
         return {"tools": out}
+
+    async def _clean(self, token: Any, server: str, method: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A server's entries of a listing, less any that holds the credential injected for it (one loud event)."""
+        if not await self._withheld(token, server, method, items):
+            return items
+        key = self._key(server, token)
+        return [item for item in items if not self._leaks(key, _encoded(item))]
+
+    async def _withheld(self, token: Any, server: str, method: str, payload: Any) -> bool:
+        """True (and a loud event) when a server's answer holds the credential injected for it."""
+        key = self._key(server, token)
+        if self._secrets is None or not self._secrets(*key) or not self._leaks(key, _encoded(payload)):
+            return False
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.upstream_calls, "mcp", server, "leak_blocked").inc()
+        log.error("credential in an upstream listing: withheld", server=server, method=method)
+        try:
+            await self._enforcer().record(Event(
+                type="credential.leak_blocked", actor=token.agent_id, task_id=token.task_id,
+                agent_id=token.agent_id, person_id=token.person_id,
+                detail={"gateway": "mcp", "upstream": server, "credential": self.servers[server].credential,
+                        "where": method},
+            ))  # fmt: skip
+        except TetherError as exc:
+            log.error("could not record credential.leak_blocked", error=exc.detail)
+        return True
 
     def _may_use(self, token: Any, spec: ServerSpec, tool: str, pinned: Mapping[str, Any]) -> bool:
         """Listed when the agent may call it: policy allow or approval-able for its Tool resource and action."""
@@ -730,9 +758,8 @@ class McpGateway:
                 res = await self.pool.request(self._key(server, token), method, None, retry=True)
             except (UpstreamUnavailable, UpstreamError):
                 continue
-            for item in res.get(field_name) or []:
-                if not isinstance(item, dict):
-                    continue
+            items = [item for item in res.get(field_name) or [] if isinstance(item, dict)]
+            for item in await self._clean(token, server, method, items):
                 uri = item.get("uri") or item.get("uriTemplate")
                 if isinstance(uri, str):
                     if len(self._resource_servers) > 100_000:
@@ -750,9 +777,9 @@ class McpGateway:
                 res = await self.pool.request(self._key(server, token), "prompts/list", None, retry=True)
             except (UpstreamUnavailable, UpstreamError):
                 continue
-            for item in res.get("prompts") or []:
-                if isinstance(item, dict) and isinstance(item.get("name"), str):
-                    out.append({**item, "name": self._public(server, item["name"])})
+            items = [i for i in res.get("prompts") or [] if isinstance(i, dict) and isinstance(i.get("name"), str)]
+            items = await self._clean(token, server, "prompts/list", items)
+            out.extend({**item, "name": self._public(server, item["name"])} for item in items)
         return {"prompts": out}
 
     def _resource_server(self, uri: str) -> str:
@@ -837,11 +864,14 @@ class McpGateway:
         else:
             raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
         try:
-            return await self.pool.request(self._key(server, token), "completion/complete", forward, retry=True)
+            result = await self.pool.request(self._key(server, token), "completion/complete", forward, retry=True)
         except UpstreamUnavailable as exc:
             raise RpcError(UNAVAILABLE, exc.detail) from None
         except UpstreamError as exc:
             raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
+        if await self._withheld(token, server, "completion/complete", result):
+            raise RpcError(INTERNAL, LEAK_TEXT)
+        return result
 
 
 @dataclass(frozen=True)

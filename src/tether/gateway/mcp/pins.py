@@ -7,13 +7,20 @@ whose current definition does not have an approved pin.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether.canon import canonical_fast
 from tether.gateway.mcp.catalog import tool_pin
 from tether.gateway.mcp.config import ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, UpstreamPool
+from tether.gateway.scan import LeakScanner
+from tether.log import get_logger
+
+log = get_logger("tether.gateway.mcp")
+
+MIN_SECRET = 8  # shorter header values are not scanned for (they would match by chance)
 
 PIN_SESSION = ("tether:pin", "tether:pin")
 
@@ -33,8 +40,25 @@ class ToolReview:
 
 
 async def fetch_tools(spec: ServerSpec, headers: HeaderSource | None = None) -> dict[str, dict[str, Any]]:
-    """The server's current tool definitions, from a session of its own (closed afterwards)."""
-    pool = UpstreamPool({spec.name: spec}, headers=headers)
+    """The server's current tool definitions, from a session of its own (closed afterwards).
+
+    A definition that holds the credential injected for the session (a server reflecting its
+    request headers into a description, say) is left out, with an error in the log: it can be
+    neither shown to the operator nor pinned, so the secret never reaches the pin store.
+    """
+    injected: set[str] = set()
+
+    async def capturing(s: ServerSpec, person: str, task: str) -> Mapping[str, str]:
+        assert headers is not None
+        h = await headers(s, person, task)
+        for value in h.values():
+            injected.add(value)
+            scheme, _, rest = value.partition(" ")
+            if rest and scheme.isalpha():
+                injected.add(rest.strip())
+        return h
+
+    pool = UpstreamPool({spec.name: spec}, headers=capturing if headers is not None else None)
     key = (spec.name, *PIN_SESSION)
     tools: dict[str, dict[str, Any]] = {}
     try:
@@ -49,6 +73,13 @@ async def fetch_tools(spec: ServerSpec, headers: HeaderSource | None = None) -> 
                 break
     finally:
         await pool.close()
+    secrets = [v for v in injected if len(v) >= MIN_SECRET]
+    if secrets:
+        scanner = LeakScanner(secrets)
+        for name in [n for n, d in tools.items() if scanner.contains(canonical_fast(d))]:
+            log.error("tool definition holds the credential injected for its server: left out, cannot be pinned",
+                      server=spec.name, tool=name)  # fmt: skip
+            del tools[name]
     return tools
 
 
