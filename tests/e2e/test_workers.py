@@ -104,6 +104,11 @@ def test_the_chain_both_workers_wrote_verifies(demo: dict[str, str]) -> None:
     r = subprocess.run([TETHER, "audit", "verify", "--data-dir", demo["data"]], capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
+    admin = {"Authorization": f"Bearer {demo['admin']}"}
+    decided = fresh("GET", base + "/v1/audit", params={"type": "policy.decided", "limit": "1000"}, headers=admin)
+    assert decided.status_code == 200, decided.text
+    instances = {e["detail"].get("instance") for e in decided.json()["items"]}
+    assert len(instances - {None}) >= 2  # each worker stamps its decisions with its own instance id
 
 
 def test_a_worker_that_dies_is_replaced_and_the_service_keeps_serving(demo: dict[str, str]) -> None:

@@ -157,6 +157,55 @@ def test_recovery_marks_allowed_calls_without_outcome_unknown(services: Services
     assert recover(services.db) == 0  # the marker bounds the next scan
 
 
+def test_recovery_leaves_the_calls_of_a_live_instance_alone_until_it_is_gone(services: Services) -> None:
+    """Several processes on one database: a call another, living process has in flight is not "unknown"; once
+    that process is gone, the next recovery (a restart or any instance's sweep) marks it."""
+    assert services.audit is not None
+    services.audit.record_sync([
+        Event(id="evt_dead", type="policy.decided", decision="allow", task_id="tsk_1", detail={"instance": "ins_a"}),
+        Event(id="evt_live", type="policy.decided", decision="allow", task_id="tsk_2", detail={"instance": "ins_b"}),
+    ])  # fmt: skip
+    assert recover(services.db, live={"ins_b"}) == 1
+    marked = query(services.db, type="tool.completed")[0]
+    assert [e["parent_id"] for e in marked] == ["evt_dead"]
+    assert recover(services.db, live={"ins_b"}) == 0
+    services.audit.record_sync([Event(id="evt_late", type="policy.decided", decision="allow", task_id="tsk_3",
+                                      detail={"instance": "ins_b"})])  # fmt: skip
+    assert recover(services.db, live=set()) == 2  # ins_b stopped: both of its open calls, the older one included
+    marked = query(services.db, type="tool.completed")[0]
+    assert sorted(e["parent_id"] for e in marked) == ["evt_dead", "evt_late", "evt_live"]
+    assert recover(services.db) == 0
+    markers = query(services.db, type="audit.recovered")[0]
+    assert markers[-1]["detail"]["instances"] == ["ins_b"]
+
+
+def test_live_instances_are_those_with_a_fresh_heartbeat_and_a_running_process(services: Services) -> None:
+    from datetime import timedelta
+
+    from tether.audit.instances import LIVE_WINDOW, Instance, live_instances
+    from tether.store.schema.audit import server_instances
+    from tether.types import rfc3339, utcnow
+
+    me = Instance(services.db)
+    me.beat()
+    assert me.id in live_instances(services.db)
+    crashed = Instance(services.db)
+    crashed.beat()
+    with services.db.write() as conn:  # this host, a process that no longer exists
+        conn.execute(server_instances.update().where(server_instances.c.id == crashed.id).values(pid=2**22 + 17))
+    stale = Instance(services.db)
+    stale.beat()
+    with services.db.write() as conn:
+        old = rfc3339(utcnow() - LIVE_WINDOW - timedelta(seconds=1))
+        conn.execute(server_instances.update().where(server_instances.c.id == stale.id).values(heartbeat_at=old))
+    live = live_instances(services.db)
+    assert me.id in live
+    assert crashed.id not in live
+    assert stale.id not in live
+    me.leave()
+    assert me.id not in live_instances(services.db)
+
+
 def test_export_jsonl_and_ocsf(services: Services) -> None:
     """JSON Lines carry every record with its hash and the checkpoints; OCSF lines are API Activity (6003)."""
     _story(services)

@@ -96,12 +96,14 @@ def build_services(settings: Settings, *, migrate: bool = True, recover: bool = 
     services.lifecycle.append(("task-usage", usage.start, usage.stop))
     if services.audit is not None:
         services.audit.usage_sink = usage.committed  # counters commit with the events that count them
+    instance = services.extras.get("instance")
     services.enforcer = Enforcer(
         policy=getattr(services, "policy", None),
         audit=getattr(services, "audit", None),
         approvals=getattr(services, "approvals", None),
         metrics=services.metrics,
         usage=usage,
+        instance=instance.id if instance is not None else None,
     )
     return services
 
@@ -193,10 +195,16 @@ def _build_audit(services: Services, master_key: bytes, *, recover: bool = True)
         audit.listeners.append(checkpointer.on_commit)
         services.extras["checkpointer"] = checkpointer
 
+    from tether.audit.instances import Instance, live_instances
+
+    instance = Instance(db)
+    services.extras["instance"] = instance
+
     async def start() -> None:
         await audit.start()
-        if recover:
-            await asyncio.to_thread(recover_outcomes, db)  # allowed calls left without an outcome get "unknown"
+        if recover:  # allowed calls left without an outcome get "unknown", unless a live instance decided them
+            await asyncio.to_thread(lambda: recover_outcomes(db, live=live_instances(db)))
+        await instance.start()
         if checkpointer is not None:
             await checkpointer.start()
 
@@ -204,6 +212,7 @@ def _build_audit(services: Services, master_key: bytes, *, recover: bool = True)
         if checkpointer is not None:
             await checkpointer.stop()
         await audit.stop()
+        await instance.stop()
 
     services.lifecycle.insert(0, ("audit", start, stop))
     from tether.api.routes.audit import router as audit_router

@@ -15,10 +15,12 @@ chain (each batch reads the head under the write lock), task budgets (`task_usag
 with the events), approvals (one conditional update), revocations and break-glass (polled, and
 LISTEN on PostgreSQL), tool pins (re-read every few seconds). MCP session ids are signed, so any
 worker accepts a session another opened. Start-up recovery runs once here, before any worker
-serves: a worker starting later must never mark a sibling's call in flight as "unknown". A
-worker that dies is started again (without recovery: its calls in flight have no outcome until
-the next full start, which marks them "unknown"); one that dies within seconds of starting twice
-in a row stops the service, so a broken configuration fails loudly instead of looping.
+serves, and it leaves alone the calls of instances still alive elsewhere (other hosts on one
+PostgreSQL); a worker starting later must never mark a sibling's call in flight as "unknown". A
+worker that dies is started again; the calls it had in flight are marked "unknown" by the next
+sweep of any living instance (`tether.audit.instances`). One that dies within seconds of
+starting twice in a row stops the service, so a broken configuration fails loudly instead of
+looping.
 
 Prometheus figures are merged across workers through a shared directory (prometheus_client's
 multiprocess mode), emptied at each start.
@@ -48,6 +50,7 @@ EARLY_DEATH = 5.0  # seconds: a worker dying sooner than this after its start co
 
 def serve_workers(settings: Any, overrides: dict[str, Any], workers: int) -> None:
     """Run `workers` server processes on settings.host:settings.port (blocks until stopped)."""
+    from tether.audit.instances import live_instances
     from tether.audit.query import recover
     from tether.store.db import Database
     from tether.store.migrate import upgrade
@@ -55,7 +58,7 @@ def serve_workers(settings: Any, overrides: dict[str, Any], workers: int) -> Non
     upgrade(settings.url)
     db = Database(settings.url)
     try:
-        recover(db)  # once, while no worker serves
+        recover(db, live=live_instances(db))  # once, before any worker serves (other hosts' calls are left alone)
     finally:
         db.dispose()
     try:

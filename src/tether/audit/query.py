@@ -116,47 +116,64 @@ def erase_content(db: Database, event_id: str, *, actor: str, reason: str = "era
     return rec[0].seq
 
 
-def recover(db: Database) -> int:
-    """At start-up: allowed calls with no `tool.completed` get one with outcome status "unknown".
+def recover(db: Database, *, live: frozenset[str] | set[str] = frozenset()) -> int:
+    """Allowed calls with no `tool.completed` get one with outcome status "unknown" — unless the server
+    instance that decided them is in `live` (its call may still be in flight: see `tether.audit.instances`).
 
-    Scans `policy.decided` / `tool.completed` events after the last `audit.recovered` marker,
-    then appends the synthetic completions and a new marker in one transaction.
+    Scans `policy.decided` / `tool.completed` events after the point the last `audit.recovered` marker
+    resumes from, then appends the synthetic completions and a new marker in one transaction. The new
+    marker resumes before the oldest call still open in a live instance, so that call is looked at again.
     """
     t = audit_events.c
     with db.write() as conn:
         chain.lock_chain(conn)
-        marker = conn.execute(select(t.seq).where(t.type == RECOVERY_TYPE).order_by(t.seq.desc()).limit(1)).first()
-        start = 0 if marker is None else int(marker[0])
-        decided: dict[str, dict[str, Any]] = {}
+        marker = conn.execute(
+            select(t.seq, t.body).where(t.type == RECOVERY_TYPE).order_by(t.seq.desc()).limit(1)
+        ).first()
+        start = 0
+        if marker is not None:
+            resume = orjson.loads(marker[1]).get("detail", {}).get("resume_after")
+            start = int(resume) if isinstance(resume, int) else int(marker[0])
+        decided: dict[str, tuple[int, dict[str, Any]]] = {}
         completed: set[str] = set()
         rows = conn.execute(
-            select(t.type, t.body)
+            select(t.seq, t.type, t.body)
             .where(t.seq > start, t.type.in_(("policy.decided", "tool.completed")))
             .order_by(t.seq)
         )
-        for typ, body in rows:
+        for seq, typ, body in rows:
             d = orjson.loads(body)
             if typ == "policy.decided":
                 if d.get("decision") == "allow":
-                    decided[d["id"]] = d
+                    decided[d["id"]] = (int(seq), d)
             elif d.get("parent_id"):
                 completed.add(d["parent_id"])
-        events = [
-            Event(
+        head, _ = chain.head(conn)
+        resume_after = head
+        events: list[Event] = []
+        gone: set[str] = set()
+        for eid, (seq, d) in decided.items():
+            if eid in completed:
+                continue
+            instance = (d.get("detail") or {}).get("instance")
+            if instance in live:
+                resume_after = min(resume_after, seq - 1)  # still in flight, perhaps: look again next time
+                continue
+            gone.add(str(instance))
+            events.append(Event(
                 type="tool.completed", actor="system", task_id=d["task_id"], trace_id=d["trace_id"], parent_id=eid,
                 agent_id=d["agent_id"], person_id=d["person_id"], sponsor_id=d["sponsor_id"], action=d["action"],
                 resource=d["resource"], request_digest=d["request_digest"], decision=d["decision"],
-                approval_id=d["approval_id"], outcome={"status": "unknown"}, detail={"recovered": True},
-            )
-            for eid, d in decided.items()
-            if eid not in completed
-        ]  # fmt: skip
-        head, _ = chain.head(conn)
+                approval_id=d["approval_id"], outcome={"status": "unknown"},
+                detail={"recovered": True, "instance": instance},
+            ))  # fmt: skip
         found = len(events)
         # A marker bounds the next scan; with nothing found it is written only once the scan grew long.
-        if found or head - start > MARKER_AFTER:
-            events.append(Event(type=RECOVERY_TYPE, detail={"scanned_after": start, "scanned_to": head,
-                                                            "unknown_outcomes": found}))  # fmt: skip
+        if found or resume_after - start > MARKER_AFTER:
+            events.append(Event(type=RECOVERY_TYPE, detail={
+                "scanned_after": start, "scanned_to": head, "resume_after": resume_after,
+                "unknown_outcomes": found, "instances": sorted(gone),
+            }))  # fmt: skip
             chain.append(conn, events)
     return found
 

@@ -199,7 +199,10 @@ class Enforcer:
         approvals: Any = None,
         metrics: Any = None,
         usage: TaskUsage | None = None,
+        instance: str | None = None,
     ) -> None:
+        #: this server process's instance id, on every decision (recovery leaves a live instance's calls alone)
+        self.instance = instance
         self.policy = policy
         self.audit = audit
         self.approvals = approvals
@@ -293,6 +296,7 @@ class Enforcer:
                     "lifted": list(decision.lifted),
                     "enforcement": call.gateway,
                     "breakglass_id": getattr(breakglass, "id", None),
+                    "instance": self.instance,
                 },
                 **common,
             )

@@ -54,3 +54,15 @@ audit_content = Table(
     Column("blob", LargeBinary),
     Column("erased_at", String(32)),
 )
+
+#: The server processes serving this database, with their last heartbeat. An allowed call without an
+#: outcome is recovered ("unknown") only when the process that decided it is no longer alive.
+server_instances = Table(
+    "server_instances",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", BigInt, nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("heartbeat_at", String(32), nullable=False, index=True),
+)
