@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,59 +124,76 @@ def recover(db: Database, *, live: frozenset[str] | set[str] = frozenset()) -> i
     Scans `policy.decided` / `tool.completed` events after the point the last `audit.recovered` marker
     resumes from, then appends the synthetic completions and a new marker in one transaction. The new
     marker resumes before the oldest call still open in a live instance, so that call is looked at again.
+    The scan runs first without the write lock (the periodic sweep usually finds nothing, and must not
+    hold up the audit writer meanwhile); only when there is something to write is it redone under it.
     """
-    t = audit_events.c
+    with db.read() as conn:
+        if not _recovery(conn, live).write:
+            return 0
     with db.write() as conn:
         chain.lock_chain(conn)
-        marker = conn.execute(
-            select(t.seq, t.body).where(t.type == RECOVERY_TYPE).order_by(t.seq.desc()).limit(1)
-        ).first()
-        start = 0
-        if marker is not None:
-            resume = orjson.loads(marker[1]).get("detail", {}).get("resume_after")
-            start = int(resume) if isinstance(resume, int) else int(marker[0])
-        decided: dict[str, tuple[int, dict[str, Any]]] = {}
-        completed: set[str] = set()
-        rows = conn.execute(
-            select(t.seq, t.type, t.body)
-            .where(t.seq > start, t.type.in_(("policy.decided", "tool.completed")))
-            .order_by(t.seq)
-        )
-        for seq, typ, body in rows:
-            d = orjson.loads(body)
-            if typ == "policy.decided":
-                if d.get("decision") == "allow":
-                    decided[d["id"]] = (int(seq), d)
-            elif d.get("parent_id"):
-                completed.add(d["parent_id"])
-        head, _ = chain.head(conn)
-        resume_after = head
-        events: list[Event] = []
-        gone: set[str] = set()
-        for eid, (seq, d) in decided.items():
-            if eid in completed:
-                continue
-            instance = (d.get("detail") or {}).get("instance")
-            if instance in live:
-                resume_after = min(resume_after, seq - 1)  # still in flight, perhaps: look again next time
-                continue
-            gone.add(str(instance))
-            events.append(Event(
-                type="tool.completed", actor="system", task_id=d["task_id"], trace_id=d["trace_id"], parent_id=eid,
-                agent_id=d["agent_id"], person_id=d["person_id"], sponsor_id=d["sponsor_id"], action=d["action"],
-                resource=d["resource"], request_digest=d["request_digest"], decision=d["decision"],
-                approval_id=d["approval_id"], outcome={"status": "unknown"},
-                detail={"recovered": True, "instance": instance},
-            ))  # fmt: skip
-        found = len(events)
-        # A marker bounds the next scan; with nothing found it is written only once the scan grew long.
-        if found or resume_after - start > MARKER_AFTER:
-            events.append(Event(type=RECOVERY_TYPE, detail={
-                "scanned_after": start, "scanned_to": head, "resume_after": resume_after,
-                "unknown_outcomes": found, "instances": sorted(gone),
-            }))  # fmt: skip
-            chain.append(conn, events)
-    return found
+        found = _recovery(conn, live)
+        if found.write:
+            chain.append(conn, found.events)
+        return found.count
+
+
+@dataclass
+class _Recovery:
+    events: list[Event]
+    count: int
+    write: bool
+
+
+def _recovery(conn: Any, live: frozenset[str] | set[str]) -> _Recovery:
+    t = audit_events.c
+    marker = conn.execute(select(t.seq, t.body).where(t.type == RECOVERY_TYPE).order_by(t.seq.desc()).limit(1)).first()
+    start = 0
+    if marker is not None:
+        resume = orjson.loads(marker[1]).get("detail", {}).get("resume_after")
+        start = int(resume) if isinstance(resume, int) else int(marker[0])
+    decided: dict[str, tuple[int, dict[str, Any]]] = {}
+    completed: set[str] = set()
+    rows = conn.execute(
+        select(t.seq, t.type, t.body)
+        .where(t.seq > start, t.type.in_(("policy.decided", "tool.completed")))
+        .order_by(t.seq)
+    )
+    for seq, typ, body in rows:
+        d = orjson.loads(body)
+        if typ == "policy.decided":
+            if d.get("decision") == "allow":
+                decided[d["id"]] = (int(seq), d)
+        elif d.get("parent_id"):
+            completed.add(d["parent_id"])
+    head, _ = chain.head(conn)
+    resume_after = head
+    events: list[Event] = []
+    gone: set[str] = set()
+    for eid, (seq, d) in decided.items():
+        if eid in completed:
+            continue
+        instance = (d.get("detail") or {}).get("instance")
+        if instance in live:
+            resume_after = min(resume_after, seq - 1)  # still in flight, perhaps: look again next time
+            continue
+        gone.add(str(instance))
+        events.append(Event(
+            type="tool.completed", actor="system", task_id=d["task_id"], trace_id=d["trace_id"], parent_id=eid,
+            agent_id=d["agent_id"], person_id=d["person_id"], sponsor_id=d["sponsor_id"], action=d["action"],
+            resource=d["resource"], request_digest=d["request_digest"], decision=d["decision"],
+            approval_id=d["approval_id"], outcome={"status": "unknown"},
+            detail={"recovered": True, "instance": instance},
+        ))  # fmt: skip
+    found = len(events)
+    # A marker bounds the next scan; with nothing found it is written only once the scan grew long.
+    write = bool(found) or resume_after - start > MARKER_AFTER
+    if write:
+        events.append(Event(type=RECOVERY_TYPE, detail={
+            "scanned_after": start, "scanned_to": head, "resume_after": resume_after,
+            "unknown_outcomes": found, "instances": sorted(gone),
+        }))  # fmt: skip
+    return _Recovery(events, found, write)
 
 
 def _since_seq(conn: Any, since: str | None) -> int:
