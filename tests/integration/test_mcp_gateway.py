@@ -444,6 +444,28 @@ async def test_resources_and_prompts_are_decided_as_reads(tmp_path: Path, db_url
             assert "tether:scope" in str(refused.value.error.data)
 
 
+async def start_server(script: Path, source: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Run `source` (a server taking its port as argv[1]) on a free loopback port; return once /mcp answers."""
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    deadline = asyncio.get_running_loop().time() + 20
+    async with httpx.AsyncClient() as h:
+        while True:
+            try:
+                await h.get(f"http://127.0.0.1:{port}/mcp")
+                return proc, port
+            except httpx.TransportError:
+                if asyncio.get_running_loop().time() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError(f"{script.name} did not start") from None
+                await asyncio.sleep(0.1)
+
+
 ECHO_AUTH = '''
 import sys
 
@@ -475,25 +497,10 @@ async def test_an_answer_holding_the_injected_credential_is_withheld_and_recorde
     """A URL upstream that reflects the credential the gateway injected: the agent gets a tool error, not the
     secret; credential.leak_blocked is recorded; an answer without it passes."""
     import secrets
-    import sys
-
-    from tests.conftest import free_port
 
     canary = "canary-" + secrets.token_urlsafe(24)
-    port = free_port()
-    script = tmp_path / "echo_auth.py"
-    script.write_text(ECHO_AUTH)
-    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    proc, port = await start_server(tmp_path / "echo_auth.py", ECHO_AUTH)
     try:
-        deadline = asyncio.get_running_loop().time() + 20
-        async with httpx.AsyncClient() as h:
-            while True:
-                try:
-                    await h.get(f"http://127.0.0.1:{port}/mcp")
-                    break
-                except httpx.TransportError:
-                    assert asyncio.get_running_loop().time() < deadline, "the echo server did not start"
-                    await asyncio.sleep(0.1)
         servers = {"echo": {"url": f"http://127.0.0.1:{port}/mcp", "credential": "echo-token", "timeout": 10,
                             "transport": transport}}  # fmt: skip
         for w in build_world(tmp_path, db_url, servers=servers, allow_all=True):
@@ -562,27 +569,13 @@ async def test_listings_holding_the_injected_credential_are_withheld_and_never_p
     never reach the agent (each listing records credential.leak_blocked), and `tether mcp pin` leaves such a
     tool out, so the secret never lands in the pin store either."""
     import secrets
-    import sys
 
-    from tests.conftest import free_port
     from tether.gateway.mcp.catalog import tool_pin
     from tether.gateway.mcp.pins import fetch_tools, pin_tools
 
     canary = "canary-" + secrets.token_urlsafe(24)
-    port = free_port()
-    script = tmp_path / "mirror.py"
-    script.write_text(MIRROR)
-    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    proc, port = await start_server(tmp_path / "mirror.py", MIRROR)
     try:
-        deadline = asyncio.get_running_loop().time() + 20
-        async with httpx.AsyncClient() as h:
-            while True:
-                try:
-                    await h.get(f"http://127.0.0.1:{port}/mcp")
-                    break
-                except httpx.TransportError:
-                    assert asyncio.get_running_loop().time() < deadline, "the mirror server did not start"
-                    await asyncio.sleep(0.1)
         servers = {"mirror": {"url": f"http://127.0.0.1:{port}/mcp", "credential": "mirror-token", "timeout": 10,
                               "transport": "lean"}}  # fmt: skip
         for w in build_world(tmp_path, db_url, servers=servers, allow_all=True):
