@@ -133,3 +133,25 @@ def test_counts_not_yet_committed_are_in_the_view(pair: tuple[Services, Services
         [("tsk_4", {"items": 7})], {"tsk_4": (9, {"items": 7, "bytes": 0, "calls": 0, "external_recipients": 0})}
     )
     assert usage.of("tsk_4")["items"] == 7  # not counted twice
+
+
+def test_many_first_calls_of_a_task_read_its_totals_once(pair: tuple[Services, Services]) -> None:
+    a, b = pair
+    _count(a, "tsk_8", items=42)
+    usage = _usage(b)
+    reads: list[str] = []
+    load = usage._load
+    assert load is not None
+
+    def counting(task_id: str) -> tuple[int, dict[str, int]]:
+        reads.append(task_id)
+        return load(task_id)
+
+    usage._load = counting
+
+    async def burst() -> None:
+        await asyncio.gather(*(usage.ensure("tsk_8") for _ in range(20)))
+
+    asyncio.run(burst())
+    assert reads == ["tsk_8"]
+    assert usage.of("tsk_8")["items"] == 42

@@ -93,6 +93,7 @@ class TaskUsage:
         self._pending: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._watermark: int | None = None
+        self._loading: dict[str, asyncio.Future[tuple[int, dict[str, int]]]] = {}
         self._poller: asyncio.Task[None] | None = None
 
     def of(self, task_id: str) -> dict[str, int]:
@@ -113,10 +114,15 @@ class TaskUsage:
         return self.of(task_id)
 
     async def ensure(self, task_id: str) -> None:
-        """Read the task's service-wide totals the first time this process sees it."""
+        """Read the task's service-wide totals the first time this process sees it (one read, however many
+        of its calls arrive at once)."""
         if self._load is None or task_id in self._base:
             return
-        self._learn({task_id: await asyncio.to_thread(self._load, task_id)})
+        loading = self._loading.get(task_id)
+        if loading is None:
+            loading = self._loading[task_id] = asyncio.ensure_future(asyncio.to_thread(self._load, task_id))
+            loading.add_done_callback(lambda _: self._loading.pop(task_id, None))
+        self._learn({task_id: await asyncio.shield(loading)})
 
     def committed(
         self, usage: list[tuple[str, Mapping[str, int]]], totals: dict[str, tuple[int, dict[str, int]]] | None
