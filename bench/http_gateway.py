@@ -150,9 +150,7 @@ def serve_cli(settings: Any, cfg: Path, workers: int) -> None:
     child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
     def stop(*_: Any) -> None:
-        child.terminate()
-        child.wait(15)
-        raise SystemExit(0)
+        child.terminate()  # the wait below reaps it (a second wait in here would block on the first one's lock)
 
     signal.signal(signal.SIGTERM, stop)
     child.wait()
