@@ -55,3 +55,33 @@ def test_the_checkpointer_does_nothing_on_postgresql(db_url: str) -> None:
     finally:
         wal.stop()
         db.dispose()
+
+
+def test_a_long_fully_copied_wal_is_restarted_so_commits_write_over_it(tmp_path: Path) -> None:
+    """Past RESTART_FRAMES of checkpointed WAL, the next commit writes at the top of the WAL again."""
+    from tether.store.db import RESTART_FRAMES
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    upgrade(url)
+    db = Database(url)
+    wal = WalCheckpointer(db, interval=3600)  # driven by hand below
+    try:
+        wal.start()
+        blob = b"x" * 40_000  # ~10 pages a commit
+        for i in range(RESTART_FRAMES // 10 + 20):
+            with db.raw_write() as cur:
+                cur.execute("INSERT INTO audit_content (event_id, blob) VALUES (?, ?)", (f"evt_{i}", blob))
+        size = (tmp_path / "t.db-wal").stat().st_size
+        assert wal.checkpoint()
+        assert wal.restarts == 1
+        with db.raw_write() as cur:
+            cur.execute("INSERT INTO audit_content (event_id, blob) VALUES (?, ?)", ("evt_next", b"y"))
+        with db.engine.connect() as conn:
+            _, frames, _ = conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
+        assert frames < 20  # the commit after the restart started the WAL over
+        assert (tmp_path / "t.db-wal").stat().st_size == size  # written over, not grown
+        assert wal.checkpoint()
+        assert wal.restarts == 1  # a short WAL is left alone
+    finally:
+        wal.stop()
+        db.dispose()

@@ -32,6 +32,8 @@ from tether.errors import Unavailable
 #: while a background checkpointer runs
 DEFAULT_WAL_PAGES = 1000
 BACKSTOP_PAGES = 20_000
+#: a fully checkpointed WAL longer than this is restarted, so commits write over it instead of growing it
+RESTART_FRAMES = 2_000
 
 
 class Database:
@@ -241,6 +243,7 @@ class WalCheckpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
+        self.restarts = 0
 
     def start(self) -> None:
         if not self.db.is_sqlite or self._thread is not None:
@@ -281,7 +284,16 @@ class WalCheckpointer:
         try:
             cur = raw.cursor()
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            cur.fetchall()
+            busy, frames, done = cur.fetchone() or (1, 0, 0)
+            if not busy and frames >= RESTART_FRAMES and done == frames:
+                # Every frame is in the database file, yet writers keep appending to the end of an ever
+                # longer WAL (an fsync after an append also writes the file's new size: measured here,
+                # 0.33 against 0.26 ms a commit). RESTART makes the next writer start again at the top;
+                # with nothing left to copy it holds writers off only for a moment, on the writer lock.
+                with self.db._writer():
+                    cur.execute("PRAGMA wal_checkpoint(RESTART)")
+                    cur.fetchall()
+                    self.restarts += 1
             cur.close()
             self.checkpoints += 1
             return True
