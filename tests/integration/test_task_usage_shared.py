@@ -155,3 +155,21 @@ def test_many_first_calls_of_a_task_read_its_totals_once(pair: tuple[Services, S
     asyncio.run(burst())
     assert reads == ["tsk_8"]
     assert usage.of("tsk_8")["items"] == 42
+
+
+def test_usage_committed_before_the_writer_stops_is_counted(pair: tuple[Services, Services]) -> None:
+    a, _ = pair
+    assert a.audit is not None
+    audit = a.audit
+
+    async def run() -> None:
+        await asyncio.gather(*(
+            audit.record(Event(type="tool.completed", task_id="tsk_9"), usage=("tsk_9", {"bytes": 10}))
+            for _ in range(30)
+        ))  # fmt: skip
+        await audit.stop()
+
+    asyncio.run(run())
+    with a.db.read() as conn:
+        row = conn.execute(select(task_usage).where(task_usage.c.task_id == "tsk_9")).one()
+    assert row.bytes == 300
