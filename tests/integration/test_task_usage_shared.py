@@ -173,3 +173,23 @@ def test_usage_committed_before_the_writer_stops_is_counted(pair: tuple[Services
     with a.db.read() as conn:
         row = conn.execute(select(task_usage).where(task_usage.c.task_id == "tsk_9")).one()
     assert row.bytes == 300
+
+
+def test_a_process_forgets_old_tasks_past_its_bound_and_reads_them_again(
+    pair: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tether.gateway._enforce as enforce
+
+    a, b = pair
+    _count(a, "tsk_old", items=7)
+    monkeypatch.setattr(enforce, "MAX_TASKS", 4)
+    usage = _usage(b)
+
+    async def see(*tasks: str) -> None:
+        for t in tasks:
+            await usage.ensure(t)
+
+    asyncio.run(see("tsk_old", "t1", "t2", "t3", "t4"))
+    assert "tsk_old" not in usage._base  # forgotten: the oldest seen
+    asyncio.run(see("tsk_old"))
+    assert usage.of("tsk_old")["items"] == 7  # read again from the database

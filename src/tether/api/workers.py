@@ -61,8 +61,8 @@ def serve_workers(settings: Any, overrides: dict[str, Any], workers: int) -> Non
         recover(db, live=live_instances(db))  # once, before any worker serves (other hosts' calls are left alone)
     finally:
         db.dispose()
-    try:
-        _listening_socket(settings.host, settings.port).close()  # free, or shared with our own sockets
+    try:  # bound alone first: another service listening there (even with SO_REUSEPORT) is an error, not a partner
+        _listening_socket(settings.host, settings.port, share=False).close()
     except OSError as exc:
         raise SystemExit(f"tether serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     metrics = Path(settings.data_dir) / METRICS_DIR
@@ -125,12 +125,17 @@ def _start(ctx: Any, host: str, port: int) -> tuple[Any, float]:
     return proc, time.monotonic()
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def _listening_socket(host: str, port: int, *, share: bool = True) -> socket.socket:
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(addr)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 

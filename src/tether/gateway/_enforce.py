@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from tether.errors import Unavailable
 from tether.log import get_logger
 
 log = get_logger("tether.gateway")
+
+#: tasks whose totals a process keeps in memory; past it the least recently first-seen half is forgotten
+MAX_TASKS = 100_000
 
 if TYPE_CHECKING:
     from tether.policy import Decision, Resource
@@ -194,6 +198,10 @@ class TaskUsage:
             known = self._base.get(task_id)
             if known is None or seq >= known[0]:  # a reading never replaces a newer one
                 self._base[task_id] = (seq, counters)
+        if len(self._base) > MAX_TASKS:  # the database keeps the totals: a task seen again is read again
+            for task_id in [t for t in itertools.islice(self._base, len(self._base) - MAX_TASKS // 2)
+                            if t not in self._pending]:  # fmt: skip
+                del self._base[task_id]
 
 
 class Enforcer:
