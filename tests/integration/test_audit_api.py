@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def test_content_bound_to_its_event_cannot_be_moved(services: Services) -> None:
         conn.execute(audit_content.insert().values(event_id="evt_b", blob=seal(key, b'{"x":1}', b"evt_a")))
     with pytest.raises(SecretUnreadable):
         read_content(services.db, key, "evt_b")
+
+
+def test_content_of_every_json_shape_reads_back_as_written(services: Services) -> None:
+    """Text in any script (a lone surrogate too), floats, integers past 64 bits, nesting: the content reads back."""
+    assert services.audit is not None
+    doc = {"summary": {"to": ["zoë@example.com", "李雷@example.cn"], "ratio": 0.1, "n": 2**70, "deep": [[{"k": None}]]},
+           "prompt": "résumé ✓", "input": {"b": True, "z": -1, "a": 1e-9, "odd": "x\ud800y"}}  # fmt: skip
+    audit = services.audit
+
+    async def run() -> str:
+        ev = Event(id="evt_shapes", type="tool.requested", task_id="tsk_1")
+        await audit.record_many([ev], content=[("evt_shapes", doc)])
+        return "evt_shapes"
+
+    eid = asyncio.run(run())
+    assert read_content(services.db, services.extras["audit_content_key"], eid) == doc
 
 
 def test_prompt_modes(services: Services) -> None:
