@@ -95,7 +95,7 @@ def build_services(settings: Settings, *, migrate: bool = True, recover: bool = 
     usage = TaskUsage(load=partial(load_usage, db), changed=partial(changed_since, db), head=partial(head_seq, db))
     services.lifecycle.append(("task-usage", usage.start, usage.stop))
     if services.audit is not None:
-        services.audit.usage_sink = usage.committed  # counters commit with the events that count them
+        services.audit.usage_sink = usage.committed  # told the totals once committed events are counted
     instance = services.extras.get("instance")
     services.enforcer = Enforcer(
         policy=getattr(services, "policy", None),

@@ -11,8 +11,8 @@ one shared socket, the first worker to wake takes every connection of a burst (m
 one worker at 100% CPU, the other idle). Linux lets only sockets of the same user share a port.
 
 Everything the processes must agree on lives in the database or is derived from it: the audit
-chain (each batch reads the head under the write lock), task budgets (`task_usage`, committed
-with the events), approvals (one conditional update), revocations and break-glass (polled, and
+chain (each batch reads the head under the write lock), task budgets (`task_usage`, counted
+from the committed events), approvals (one conditional update), revocations and break-glass (polled, and
 LISTEN on PostgreSQL), tool pins (re-read every few seconds). MCP session ids are signed, so any
 worker accepts a session another opened. Start-up recovery runs once here, before any worker
 serves, and it leaves alone the calls of instances still alive elsewhere (other hosts on one

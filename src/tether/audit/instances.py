@@ -57,10 +57,9 @@ def _running(pid: int) -> bool:
 class Instance:
     """This process as a server instance: its id, its heartbeat, and the periodic recovery sweep."""
 
-    def __init__(self, db: Database, *, sweep: bool = True) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
         self.id = new_id("ins")
-        self.sweep_enabled = sweep
         self._task: asyncio.Task[None] | None = None
 
     def beat(self) -> None:
@@ -103,7 +102,7 @@ class Instance:
             since_sweep += HEARTBEAT
             try:
                 await asyncio.to_thread(self.beat)
-                if self.sweep_enabled and since_sweep >= SWEEP:
+                if since_sweep >= SWEEP:
                     since_sweep = 0.0
                     found = await asyncio.to_thread(self.sweep)
                     if found:

@@ -52,9 +52,9 @@ LAZY_WINDOW = 0.02  # a batch of only lazy records waits this long for an urgent
 COUNT_EVERY = 0.05  # under load, committed usage deltas are added to task_usage at most this far apart
 
 
-#: a task's usage deltas, (task id, counter → amount), committed with the record that carries them
+#: a task's usage deltas, (task id, counter → amount), counted once the record that carries them is committed
 Usage = tuple[str, Mapping[str, int]]
-#: told after each batch: the deltas it carried, and the tasks' new (seq, totals) (None: not committed)
+#: told when deltas were counted: the deltas, and the tasks' new (seq, totals) (None: not counted)
 UsageSink = Callable[[list[Usage], dict[str, Totals] | None], None]
 
 
@@ -114,7 +114,7 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.listeners: list[Callable[[list[Receipt]], None]] = []
-        #: told of each batch's usage deltas and the new totals (the gateways' TaskUsage)
+        #: told of counted usage deltas and the new totals (the gateways' TaskUsage)
         self.usage_sink: UsageSink | None = None
         self._uncounted: list[Usage] = []  # committed batches' deltas not yet in task_usage
         self._uncounted_seq = 0
@@ -137,7 +137,7 @@ class AuditLog:
 
         `content` rows (event id, document) go to the sealed content store in the same commit.
         `lazy`: no effect waits on these records, so they may wait up to LAZY_WINDOW for company.
-        `usage`: a task's counter deltas, added to `task_usage` in the same transaction.
+        `usage`: a task's counter deltas, added to `task_usage` once these records are committed.
         """
         job = self._submit(events, asyncio.get_running_loop(), content, lazy=lazy, usage=usage)
         fut = job.future
@@ -268,9 +268,7 @@ class AuditLog:
                 with contextlib.suppress(Exception):
                     log.error("audit writer error", events=sum(len(j.events) for j in jobs), error=repr(exc))
             self._count_due()
-        if self._uncounted:  # stopping: nothing is left uncounted
-            usage, self._uncounted = self._uncounted, []
-            self._count(usage, self._uncounted_seq)
+        self._count_due(stopping=True)  # nothing is left uncounted
 
     def _commit(self, jobs: list[_Job]) -> None:
         events = [e for j in jobs for e in j.events]
@@ -325,9 +323,10 @@ class AuditLog:
             self._commit(rest)
         return True
 
-    def _count_due(self) -> None:
-        """Count the committed batches' usage when the writer is idle, or at least every COUNT_EVERY seconds."""
-        if self._uncounted and (self._queue.empty() or time.monotonic() - self._counted_at >= COUNT_EVERY):
+    def _count_due(self, *, stopping: bool = False) -> None:
+        """Count the committed batches' usage when the writer is idle or stopping, else every COUNT_EVERY seconds."""
+        due = stopping or self._queue.empty() or time.monotonic() - self._counted_at >= COUNT_EVERY
+        if self._uncounted and due:
             usage, self._uncounted = self._uncounted, []
             self._counted_at = time.monotonic()
             self._count(usage, self._uncounted_seq)

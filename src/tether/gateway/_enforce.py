@@ -28,6 +28,7 @@ from tether.audit.chain import event_id
 from tether.audit.model import Event
 from tether.errors import Unavailable
 from tether.log import get_logger
+from tether.store.usage import zero
 
 log = get_logger("tether.gateway")
 
@@ -75,7 +76,7 @@ class TaskUsage:
     """Per-task counters policies read as `context.task.usage` (items, bytes, calls, external recipients).
 
     The counters live in the database (`task_usage`), shared by every process serving it; the audit
-    writer adds each call's deltas in the transaction that commits the call's events. Deciding reads
+    writer adds each call's deltas once the call's events are committed. Deciding reads
     no database: a task's view here is the service-wide totals this process last learned, plus its own
     deltas still on their way to the disk. It learns totals three ways, each stamped with the audit
     seq they are as of (a later stamp always wins): its own commits; a read the first time it sees a
@@ -102,7 +103,7 @@ class TaskUsage:
 
     def of(self, task_id: str) -> dict[str, int]:
         base = self._base.get(task_id)
-        out = dict(base[1]) if base is not None else {"items": 0, "bytes": 0, "calls": 0, "external_recipients": 0}
+        out = dict(base[1]) if base is not None else zero()
         if task_id in self._pending:
             with self._lock:
                 for k, v in self._pending.get(task_id, {}).items():
@@ -161,11 +162,6 @@ class TaskUsage:
             with self._lock:
                 self._learn_locked({task: t for task, t in rows if task in self._base})
         return len(rows)
-
-    def forget(self, task_id: str) -> None:
-        with self._lock:
-            self._base.pop(task_id, None)
-            self._pending.pop(task_id, None)
 
     async def start(self) -> None:
         if self._changed is not None and self._poller is None:
@@ -326,7 +322,7 @@ class Enforcer:
             )
         allowed = decision.effect is Effect.ALLOW
         counted: tuple[str, dict[str, int]] | None = None
-        if allowed:  # counted now (pending), committed with the decision: a refused write counts nothing
+        if allowed:  # counted now (pending); a decision whose record is refused counts nothing
             counted = (
                 t.task_id,
                 {"calls": 1, "external_recipients": int(call.facts.get("external_recipients", 0) or 0)},

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tether.store.db import Database
 from tether.store.schema.gateway import task_usage
@@ -85,8 +85,6 @@ def changed_since(db: Database, seq: int, *, limit: int = 5000) -> list[tuple[st
 
 def head_seq(db: Database) -> int:
     """The newest change's seq (0 when no usage was counted yet)."""
-    from sqlalchemy import func
-
     with db.read() as conn:
         return int(conn.execute(select(func.coalesce(func.max(task_usage.c.updated_seq), 0))).scalar_one())
 

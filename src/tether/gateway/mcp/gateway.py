@@ -547,16 +547,9 @@ class McpGateway:
         key = self._key(server, token)
         if self._secrets is None or not self._secrets(*key) or not self._leaks(key, _encoded(payload)):
             return False
-        if self.metrics is not None:
-            self.metrics.child(self.metrics.upstream_calls, "mcp", server, "leak_blocked").inc()
         log.error("credential in an upstream listing: withheld", server=server, method=method)
         try:
-            await self._enforcer().record(Event(
-                type="credential.leak_blocked", actor=token.agent_id, task_id=token.task_id,
-                agent_id=token.agent_id, person_id=token.person_id,
-                detail={"gateway": "mcp", "upstream": server, "credential": self.servers[server].credential,
-                        "where": method},
-            ))  # fmt: skip
+            await self._enforcer().record(self._leak_event(server, method, token))
         except TetherError as exc:
             log.error("could not record credential.leak_blocked", error=exc.detail)
         return True
@@ -723,18 +716,23 @@ class McpGateway:
         found = self._secrets(*key)
         return bool(found) and LeakScanner(found).contains(body)
 
-    async def _leak_blocked(self, call: Any, verdict: Any, server: str, started: float) -> None:
-        """The answer is withheld: a loud event, the outcome, the metric."""
+    def _leak_event(self, server: str, where: str, token: Any, **links: Any) -> Event:
+        """The metric and the `credential.leak_blocked` event for an answer of `server` withheld at `where`."""
         if self.metrics is not None:
             self.metrics.child(self.metrics.upstream_calls, "mcp", server, "leak_blocked").inc()
-        t = call.token
+        return Event(
+            type="credential.leak_blocked", actor=token.agent_id, task_id=token.task_id, agent_id=token.agent_id,
+            person_id=token.person_id, **links,
+            detail={"gateway": "mcp", "upstream": server, "credential": self.servers[server].credential,
+                    "where": where},
+        )  # fmt: skip
+
+    async def _leak_blocked(self, call: Any, verdict: Any, server: str, started: float) -> None:
+        """The answer is withheld: a loud event, the outcome, the metric."""
         try:
-            await self._enforcer().record(Event(
-                type="credential.leak_blocked", actor=t.agent_id, task_id=t.task_id, trace_id=call.trace_id,
-                parent_id=verdict.decision_event_id, agent_id=t.agent_id, person_id=t.person_id, action=call.action,
-                request_digest=call.request_digest,
-                detail={"gateway": "mcp", "upstream": server, "credential": self.servers[server].credential,
-                        "where": "result"},
+            await self._enforcer().record(self._leak_event(
+                server, "result", call.token, trace_id=call.trace_id, parent_id=verdict.decision_event_id,
+                action=call.action, request_digest=call.request_digest,
             ))  # fmt: skip
         finally:
             await self._completed(call, verdict, {"status": "leak_blocked"}, started)
