@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tether.config import Settings
+from tether.entropy import random_bytes
 from tether.errors import TetherError
 
 NONCE = 12
@@ -59,7 +60,7 @@ def load_master_key(settings: Settings, *, create: bool = True) -> bytes:
 
 def seal(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
     """version ‖ nonce ‖ AES-256-GCM(plaintext) — `aad` binds the blob to its purpose/row."""
-    nonce = secrets.token_bytes(NONCE)
+    nonce = random_bytes(NONCE)
     return VERSION + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import NewType
+
+from tether.entropy import random_bytes
 
 PersonId = NewType("PersonId", str)
 AgentId = NewType("AgentId", str)
@@ -34,7 +35,7 @@ ID_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 ch
 
 def new_id(prefix: str) -> str:
     """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits from the OS's CSPRNG)."""
-    n = int.from_bytes(secrets.token_bytes(17), "big")
+    n = int.from_bytes(random_bytes(17), "big")
     p = ID_PAIRS
     return prefix + "_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
 

@@ -7,17 +7,26 @@ audit writer and its own view of the counters, as separate processes would.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from tether.api.wiring import Services, build_services
+from tether.audit import log as audit_log
 from tether.audit.model import Event
 from tether.config import Settings
 from tether.errors import Unavailable
 from tether.gateway._enforce import TaskUsage
 from tether.store.schema.gateway import task_usage
+
+
+@pytest.fixture(autouse=True)
+def _count_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Usage is counted after every commit here (the writer normally sums 50 ms of commits), so one more
+    record is enough to wait for it; `test_usage_is_counted_soon_without_more_traffic` covers the wait."""
+    monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.0)
 
 
 @pytest.fixture
@@ -193,3 +202,27 @@ def test_a_process_forgets_old_tasks_past_its_bound_and_reads_them_again(
     assert "tsk_old" not in usage._base  # forgotten: the oldest seen
     asyncio.run(see("tsk_old"))
     assert usage.of("tsk_old")["items"] == 7  # read again from the database
+
+
+def test_usage_is_counted_soon_without_more_traffic(
+    pair: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer sums usage over COUNT_EVERY; an idle writer still counts what it committed, unprompted."""
+    monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.2)
+    a, b = pair
+    asyncio.run(_usage(b).ensure("tsk_9"))
+    _usage(b).poll()
+    usage = _usage(a)
+    usage.add("tsk_9", items=7)
+    assert a.audit is not None
+    asyncio.run(a.audit.record(Event(type="tool.completed", task_id="tsk_9"), usage=("tsk_9", {"items": 7})))
+    asyncio.run(a.audit.record(Event(type="tool.completed", task_id="tsk_9"), usage=("tsk_9", {"items": 3})))
+    usage.add("tsk_9", items=3)
+    deadline = time.monotonic() + 5
+    while _usage(b).of("tsk_9")["items"] < 10 and time.monotonic() < deadline:
+        _usage(b).poll()
+        time.sleep(0.02)
+    # the second commit came within COUNT_EVERY of the first one's count: the idle writer counted it later
+    assert _usage(b).of("tsk_9")["items"] == 10
+    with a.db.read() as conn:
+        assert conn.execute(select(task_usage.c["items"]).where(task_usage.c.task_id == "tsk_9")).scalar_one() == 10

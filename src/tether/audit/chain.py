@@ -9,7 +9,6 @@ read once per batch, so `seq` is gap-free across processes.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy import Connection, select, text
 
 from tether.audit.model import GENESIS_HASH, Event, Record
 from tether.canon import canonical, canonical_fast, orjson_is_canonical
+from tether.entropy import random_bytes
 from tether.store.schema.audit import audit_events
 from tether.types import ID_PAIRS, rfc3339, utcnow
 
@@ -32,7 +32,7 @@ def event_id() -> str:
     Time first, so ids sort by creation and the unique index on them grows at its right edge: with fully
     random ids every event of a batch lands on another leaf page, and each page costs a WAL write.
     """
-    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes(10), "big")
     p = ID_PAIRS
     return "evt_" + "".join([p[(n >> s) & 1023] for s in range(120, -10, -10)])
 

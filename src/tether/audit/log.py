@@ -15,9 +15,9 @@ loop the gateways run on.
 
 A record may carry a task's usage deltas (calls, items, bytes, external recipients): once the
 batch is committed and its callers released, they are added to the shared `task_usage` counters
-(a transaction that does not wait for the disk: the counters are derived from the durable
-events), and the new totals go to `usage_sink`, so every process serving one database counts
-the same budgets.
+(summed over the batches of up to COUNT_EVERY seconds, in a transaction that does not wait for
+the disk: the counters are derived from the durable events), and the new totals go to
+`usage_sink`, so every process serving one database counts the same budgets.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ MAX_BATCH = 512
 WINDOW = 0.002  # at most this long the writer lingers for more events once it has one
 GAP = 0.0003  # …and stops lingering when none arrived for this long
 LAZY_WINDOW = 0.02  # a batch of only lazy records waits this long for an urgent one to ride with
-COUNT_EVERY = 0.05  # under load, committed usage deltas are added to task_usage at most this far apart
+COUNT_EVERY = 0.05  # committed usage deltas are added to task_usage at most this far apart
 
 
 #: a task's usage deltas, (task id, counter → amount), counted once the record that carries them is committed
@@ -221,7 +221,11 @@ class AuditLog:
         stopping = False
         linger = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._count_wait())
+            except queue.Empty:  # idle, with committed usage to count
+                self._count_due()
+                continue
             if first is None:
                 break
             jobs = [first]
@@ -323,9 +327,19 @@ class AuditLog:
             self._commit(rest)
         return True
 
+    def _count_wait(self) -> float | None:
+        """How long the idle writer may wait for work before committed usage is due to be counted."""
+        if not self._uncounted:
+            return None
+        return max(0.0, self._counted_at + COUNT_EVERY - time.monotonic())
+
     def _count_due(self, *, stopping: bool = False) -> None:
-        """Count the committed batches' usage when the writer is idle or stopping, else every COUNT_EVERY seconds."""
-        due = stopping or self._queue.empty() or time.monotonic() - self._counted_at >= COUNT_EVERY
+        """Count the committed batches' usage at most every COUNT_EVERY seconds (and when stopping).
+
+        Not after every commit: at a few calls a second that would be a second transaction per call on
+        the writer, taking the GIL and the write lock while the calls it serves are being forwarded.
+        """
+        due = stopping or time.monotonic() - self._counted_at >= COUNT_EVERY
         if self._uncounted and due:
             usage, self._uncounted = self._uncounted, []
             self._counted_at = time.monotonic()
@@ -337,7 +351,7 @@ class AuditLog:
         The counters are derived from what the batches made durable (their outcomes and decisions),
         so their transaction does not wait for the disk: it costs the callers nothing, and the next
         durable commit carries it to the disk with itself. A crash in between loses these deltas
-        from the counters (never from the chain). Under load, batches' deltas are summed into one
+        from the counters (never from the chain). Batches' deltas are summed into one
         such transaction every COUNT_EVERY seconds, so the writer spends its time on the chain.
         """
         try:
