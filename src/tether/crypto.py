@@ -9,6 +9,8 @@ a data key; `tether.credentials` adds envelope encryption and master-key rotatio
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -58,6 +60,25 @@ def load_master_key(settings: Settings, *, create: bool = True) -> bytes:
     return raw
 
 
+#: The purposes of keys derived from the master key (each the HMAC label of its derivation). Blobs
+#: sealed under one of them are re-sealed by `tether credentials rotate-master` (store.credentials).
+TOKENS_SIGNING_KEY = "tether/tokens/signing-key"
+AUDIT_SIGNING_KEY = "tether/audit/signing-key"
+AUDIT_DIGEST_KEY = "tether/audit/digest"
+AUDIT_CONTENT_KEY = "tether/audit/content"
+APPROVALS_PROMPT_KEY = "tether/approvals/prompt"
+MCP_SESSION_KEY = "tether/mcp/session"
+MASTER_KID = "tether/credentials/kid"
+
+
+def derive_key(master_key: bytes, purpose: str) -> bytes:
+    """The 32-byte key for `purpose`: HMAC-SHA-256 of the purpose's label under the master key.
+
+    One key per purpose, none usable for another; rotating the master key changes them all.
+    """
+    return hmac.new(master_key, purpose.encode(), hashlib.sha256).digest()
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
     """version ‖ nonce ‖ AES-256-GCM(plaintext) — `aad` binds the blob to its purpose/row."""
     nonce = random_bytes(NONCE)
@@ -73,4 +94,8 @@ def unseal(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
         raise SecretUnreadable("sealed blob failed authentication (wrong key or tampered)") from exc
 
 
-__all__ = ["SecretUnreadable", "load_master_key", "master_key_path", "seal", "unseal"]
+__all__ = [
+    "APPROVALS_PROMPT_KEY", "AUDIT_CONTENT_KEY", "AUDIT_DIGEST_KEY", "AUDIT_SIGNING_KEY", "MASTER_KID",
+    "MCP_SESSION_KEY", "TOKENS_SIGNING_KEY", "SecretUnreadable", "derive_key", "load_master_key", "master_key_path",
+    "seal", "unseal",
+]  # fmt: skip

@@ -222,18 +222,15 @@ def _build_audit(services: Services, master_key: bytes, *, recover: bool = True)
 
 def _build_tokens(services: Services) -> None:
     """Tokens: signing keys sealed under a key derived from the master key; one revocation watcher."""
-    import hashlib
-    import hmac
-
     from sqlalchemy.engine import make_url
 
-    from tether.crypto import load_master_key
+    from tether.crypto import TOKENS_SIGNING_KEY, derive_key, load_master_key
     from tether.store.tokens import SqlTokenStore
     from tether.tokens import KeyRing, RevocationState, RevocationWatcher, load_trusted_issuers
 
     settings = services.settings
     store = SqlTokenStore(services.db)
-    key = hmac.new(load_master_key(settings), b"tether/tokens/signing-key", hashlib.sha256).digest()
+    key = derive_key(load_master_key(settings), TOKENS_SIGNING_KEY)
     keyring = KeyRing(store, key)
     keyring.ensure()
     state = RevocationState()
@@ -366,14 +363,11 @@ def _build_mcp_gateway(services: Services) -> None:
     def secrets(server: str, person_id: str, task_id: str) -> tuple[str, ...]:
         return injected_secrets.get((server, person_id, task_id), ())
 
-    import hashlib
-    import hmac
-
-    from tether.crypto import load_master_key
+    from tether.crypto import MCP_SESSION_KEY, derive_key, load_master_key
 
     settings = services.settings
     # one key for every process of this deployment: a session opened on one is accepted by the others
-    session_key = hmac.new(load_master_key(settings), b"tether/mcp/session", hashlib.sha256).digest()
+    session_key = derive_key(load_master_key(settings), MCP_SESSION_KEY)
     gateway = McpGateway(
         load_config(settings.gateway_config), base_url=settings.base_url, verifier=lambda: services.verifier,
         enforcer=lambda: services.enforcer, pins=SqlPinStore(services.db), headers=headers, metrics=services.metrics,
@@ -396,13 +390,10 @@ def _build_mcp_gateway(services: Services) -> None:
 
 def _build_approvals(settings: Settings, db: Database, identity: IdentityService) -> ApprovalService:
     """Approvals: prompts sealed under a key derived from the master key; webhooks from settings."""
-    import hashlib
-    import hmac
-
-    from tether.crypto import SecretUnreadable, load_master_key, seal, unseal
+    from tether.crypto import APPROVALS_PROMPT_KEY, SecretUnreadable, derive_key, load_master_key, seal, unseal
     from tether.store.approvals import SqlApprovalStore
 
-    key = hmac.new(load_master_key(settings), b"tether/approvals/prompt", hashlib.sha256).digest()
+    key = derive_key(load_master_key(settings), APPROVALS_PROMPT_KEY)
 
     def seal_prompt(approval_id: str, text: str) -> bytes:
         return seal(key, text.encode(), approval_id.encode())

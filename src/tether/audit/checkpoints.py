@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import threading
@@ -33,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from tether.audit import chain
 from tether.audit.model import Receipt
 from tether.canon import canonical
-from tether.crypto import SecretUnreadable, seal, unseal
+from tether.crypto import AUDIT_SIGNING_KEY, SecretUnreadable, derive_key, seal, unseal
 from tether.errors import TetherError
 from tether.log import get_logger
 from tether.store.db import Database
@@ -52,7 +50,7 @@ class AuditKeyTampered(TetherError):
 
 def signing_secret(master_key: bytes) -> bytes:
     """The AES key sealing the audit signing key (HMAC of the master key, like other contexts)."""
-    return hmac.new(master_key, b"tether/audit/signing-key", hashlib.sha256).digest()
+    return derive_key(master_key, AUDIT_SIGNING_KEY)
 
 
 def _b64u(data: bytes) -> str:

@@ -38,6 +38,7 @@ import orjson
 
 from tether.audit import chain
 from tether.audit.model import Event, Receipt
+from tether.crypto import AUDIT_CONTENT_KEY, AUDIT_DIGEST_KEY, derive_key, seal
 from tether.errors import Unavailable
 from tether.log import get_logger
 from tether.store.db import Database
@@ -401,8 +402,6 @@ class AuditLog:
         """(event id, AES-GCM blob) rows; content that cannot be encoded is dropped (logged), never the chain."""
         if not content or self._content_key is None:
             return []
-        from tether.crypto import seal
-
         rows: dict[str, bytes] = {}
         for event_id, doc in content:
             try:
@@ -433,12 +432,12 @@ _CONTENT_PG = (
 
 def audit_key(master_key: bytes) -> bytes:
     """The HMAC key for digests of personal data, derived from the master key."""
-    return hmac.new(master_key, b"tether/audit/digest", hashlib.sha256).digest()
+    return derive_key(master_key, AUDIT_DIGEST_KEY)
 
 
 def content_key(master_key: bytes) -> bytes:
     """The AES-GCM key of the erasable content store, derived from the master key."""
-    return hmac.new(master_key, b"tether/audit/content", hashlib.sha256).digest()
+    return derive_key(master_key, AUDIT_CONTENT_KEY)
 
 
 __all__ = ["AuditLog", "audit_key", "content_key"]

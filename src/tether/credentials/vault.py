@@ -15,8 +15,6 @@ task ends (`end_task`, or `sweep` for tasks that ended or expired elsewhere).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import threading
@@ -36,7 +34,7 @@ from tether.credentials.model import (
     Secret,
 )
 from tether.credentials.ports import CredentialStore
-from tether.crypto import seal, unseal
+from tether.crypto import MASTER_KID, derive_key, seal, unseal
 from tether.types import new_id
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -44,7 +42,7 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 def master_kid(master_key: bytes) -> str:
     """A fingerprint naming the master key (HMAC, so it reveals nothing of the key)."""
-    return hmac.new(master_key, b"tether/credentials/kid", hashlib.sha256).hexdigest()[:16]
+    return derive_key(master_key, MASTER_KID).hex()[:16]
 
 
 def wrap(master_key: bytes, row_id: str, data_key: bytes) -> bytes:

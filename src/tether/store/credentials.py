@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,7 +11,15 @@ from sqlalchemy import delete, insert, or_, select, update
 from tether.audit.chain import append
 from tether.audit.model import Event
 from tether.credentials.model import CredentialInfo, CredentialKind, SealedRow, SealedSubject
-from tether.crypto import seal, unseal
+from tether.crypto import (
+    APPROVALS_PROMPT_KEY,
+    AUDIT_CONTENT_KEY,
+    AUDIT_SIGNING_KEY,
+    TOKENS_SIGNING_KEY,
+    derive_key,
+    seal,
+    unseal,
+)
 from tether.store.db import Database
 from tether.store.schema.approvals import approvals
 from tether.store.schema.audit import audit_content, audit_keys
@@ -127,17 +133,13 @@ def _rewrap(conn: Any, rewrap: Callable[[str, bytes], bytes], new_kid: str) -> i
     return n
 
 
-def _derived(master: bytes, label: bytes) -> bytes:
-    return hmac.new(master, label, hashlib.sha256).digest()
-
-
 #: Other contexts' blobs sealed under keys derived from the master key (see api/wiring.py):
-#: (table, id column, blob column, HMAC label). Rotation re-seals them with the new derivation.
-DERIVED_SEALS: list[tuple[Any, str, str, bytes]] = [
-    (signing_keys, "kid", "private_sealed", b"tether/tokens/signing-key"),
-    (approvals, "id", "prompt_sealed", b"tether/approvals/prompt"),
-    (audit_keys, "kid", "sealed_private", b"tether/audit/signing-key"),
-    (audit_content, "event_id", "blob", b"tether/audit/content"),
+#: (table, id column, blob column, key purpose). Rotation re-seals them with the new derivation.
+DERIVED_SEALS: list[tuple[Any, str, str, str]] = [
+    (signing_keys, "kid", "private_sealed", TOKENS_SIGNING_KEY),
+    (approvals, "id", "prompt_sealed", APPROVALS_PROMPT_KEY),
+    (audit_keys, "kid", "sealed_private", AUDIT_SIGNING_KEY),
+    (audit_content, "event_id", "blob", AUDIT_CONTENT_KEY),
 ]
 
 
@@ -150,7 +152,7 @@ def rotate_master_everywhere(
     with db.write() as conn:
         counts["vault"] = _rewrap(conn, rewrap, new_kid)
         for table, id_col, blob_col, label in DERIVED_SEALS:
-            old_k, new_k = _derived(old_master, label), _derived(new_master, label)
+            old_k, new_k = derive_key(old_master, label), derive_key(new_master, label)
             ids, blobs = table.c[id_col], table.c[blob_col]
             n = 0
             for r in conn.execute(select(ids, blobs).where(blobs.is_not(None))).all():

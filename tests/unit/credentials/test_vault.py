@@ -134,3 +134,38 @@ def test_errors_name_the_credential_but_not_its_secret(db: Database) -> None:
     assert canary not in str(e.value) + str(e.value.problem())
     with pytest.raises(CredentialNotFound):
         vault(db).open("missing")
+
+
+def test_derived_keys_are_the_hmac_of_their_purpose_and_stay_what_they_were() -> None:
+    """A deployment's sealed blobs must open after an upgrade: every derivation keeps its label and formula."""
+    import hashlib
+    import hmac
+
+    from tether import crypto
+
+    master = bytes(range(32))
+    labels = {
+        crypto.TOKENS_SIGNING_KEY: b"tether/tokens/signing-key",
+        crypto.AUDIT_SIGNING_KEY: b"tether/audit/signing-key",
+        crypto.AUDIT_DIGEST_KEY: b"tether/audit/digest",
+        crypto.AUDIT_CONTENT_KEY: b"tether/audit/content",
+        crypto.APPROVALS_PROMPT_KEY: b"tether/approvals/prompt",
+        crypto.MCP_SESSION_KEY: b"tether/mcp/session",
+    }
+    keys = {purpose: crypto.derive_key(master, purpose) for purpose in labels}
+    for purpose, label in labels.items():
+        assert keys[purpose] == hmac.new(master, label, hashlib.sha256).digest()
+    assert len(set(keys.values())) == len(keys)  # no two purposes share a key
+    assert crypto.derive_key(bytes(32), crypto.AUDIT_CONTENT_KEY) != keys[crypto.AUDIT_CONTENT_KEY]
+
+
+def test_rotation_reseals_every_blob_sealed_under_a_derived_key() -> None:
+    from tether import crypto
+    from tether.store.credentials import DERIVED_SEALS
+
+    resealed = {purpose for *_, purpose in DERIVED_SEALS}
+    # the digest key only makes HMACs and the session key signs session ids: nothing is sealed under them
+    sealing = {
+        crypto.TOKENS_SIGNING_KEY, crypto.AUDIT_SIGNING_KEY, crypto.AUDIT_CONTENT_KEY, crypto.APPROVALS_PROMPT_KEY,
+    }  # fmt: skip
+    assert resealed == sealing
