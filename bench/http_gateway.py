@@ -4,9 +4,11 @@
 
 Three server processes on loopback (uvloop + httptools): the Microsoft 365 simulator, Tether
 serving /proxy (task-token verification, route map, decision and audit through the
-enforcer, credential injection, leak scan, link rewriting), and two bare forwarders that
-only inject the credential — one on aiohttp (what the gateway uses), one on httpx 0.28 (for
-comparison, encode/httpx#3215). The load generator (aiohttp, keep-alive) runs in this process
+enforcer, credential injection, leak scan, link rewriting), and bare forwarders that only
+inject the credential — one on aiohttp (what the gateway uses), one on httpx 0.28 (for
+comparison, encode/httpx#3215), and the "durable floor": the aiohttp forwarder committing one
+row to SQLite (WAL, synchronous=FULL) before each forward, the least any gateway that records
+a call durably before its effect pays, with no token, policy, chain or content. The load generator (aiohttp, keep-alive) runs in this process
 at 1 and 32 concurrent clients against each target, all in the same run. Tether is measured
 twice: as one process, and as `tether serve --workers N` (default 2, this machine's cores:
 N processes on one port and one database, the way to use a second core).
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _ports import free_port
 
 PATH = "/v1.0/users/alice@contoso.example/messages?$top=1"
+FLOOR = "forwarder + fsync per call"
 TASKS = 100
 
 
@@ -156,15 +159,34 @@ def serve_cli(settings: Any, cfg: Path, workers: int) -> None:
     child.wait()
 
 
-def _forwarder(kind: str, sim_base: str, token: str) -> Any:
-    """A bare reverse proxy that only injects the credential: the floor for each HTTP client library."""
+def _forwarder(kind: str, sim_base: str, token: str, journal: str | None = None) -> Any:
+    """A bare reverse proxy that only injects the credential: the floor for each HTTP client library.
+
+    With `journal` (the "durable floor"): before forwarding, one row is committed to a SQLite
+    database in WAL mode with synchronous=FULL, on a writer thread — the least a gateway that
+    records each call durably before its effect can do, with no token, policy, chain or content.
+    """
     state: dict[str, Any] = {}
+
+    def commit_row(path: str) -> None:
+        db = state["db"]
+        db.execute("INSERT INTO calls (path) VALUES (?)", (path,))
+        db.commit()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 m = await receive()
                 if m["type"] == "lifespan.startup":
+                    if journal is not None:
+                        import sqlite3
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        db = sqlite3.connect(journal, check_same_thread=False)
+                        db.execute("PRAGMA journal_mode=WAL")
+                        db.execute("PRAGMA synchronous=FULL")
+                        db.execute("CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, path TEXT)")
+                        state["db"], state["pool"] = db, ThreadPoolExecutor(1)
                     if kind == "aiohttp":
                         import aiohttp
 
@@ -179,6 +201,8 @@ def _forwarder(kind: str, sim_base: str, token: str) -> Any:
                     return
         url = sim_base + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
         h = {"Authorization": "Bearer " + token}
+        if journal is not None:
+            await asyncio.get_running_loop().run_in_executor(state["pool"], commit_row, scope["path"])
         if kind == "aiohttp":
             async with state["c"].get(url, headers=h) as r:
                 body, status = await r.read(), r.status
@@ -193,12 +217,12 @@ def _forwarder(kind: str, sim_base: str, token: str) -> Any:
     return app
 
 
-def run_forwarder(kind: str, port: int, sim_base: str, secret: str) -> None:
+def run_forwarder(kind: str, port: int, sim_base: str, secret: str, journal: str | None = None) -> None:
     import httpx
 
     r = httpx.post(f"{sim_base}/contoso.example/oauth2/v2.0/token",
                    data={"grant_type": "client_credentials", "client_id": "tether-gateway", "client_secret": secret})  # fmt: skip
-    serve(_forwarder(kind, sim_base, r.json()["access_token"]), port)
+    serve(_forwarder(kind, sim_base, r.json()["access_token"], journal), port)
 
 
 # ---------------------------------------------------------------------- load
@@ -283,6 +307,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         try:
             sim_port, tether_port, aio_port, hx_port = free_port(), free_port(), free_port(), free_port()
+            floor_port = free_port()
             sim_base = f"http://127.0.0.1:{sim_port}"
             p = ctx.Process(target=run_sim, args=(sim_port, secret), daemon=True)
             p.start()
@@ -305,9 +330,10 @@ def main() -> None:
                 procs.append(p)
                 multi_tokens = q.get(timeout=60)[0]
                 ready(multi_port, p)
-            kinds = [("aiohttp", aio_port)] + ([] if args.no_httpx else [("httpx", hx_port)])
-            for kind, port in kinds:
-                p = ctx.Process(target=run_forwarder, args=(kind, port, sim_base, secret), daemon=True)
+            kinds = [("aiohttp", aio_port, None), ("aiohttp", floor_port, str(Path(data) / "floor.db"))]
+            kinds += [] if args.no_httpx else [("httpx", hx_port, None)]
+            for kind, port, journal in kinds:
+                p = ctx.Process(target=run_forwarder, args=(kind, port, sim_base, secret, journal), daemon=True)
                 p.start()
                 procs.append(p)
                 wait(port, p)
@@ -318,6 +344,7 @@ def main() -> None:
             targets = [
                 ("direct to simulator", sim_base + PATH, [{"Authorization": "Bearer " + direct_token}]),
                 ("bare aiohttp forwarder", f"http://127.0.0.1:{aio_port}" + PATH, [{}]),
+                (FLOOR, f"http://127.0.0.1:{floor_port}" + PATH, [{}]),
             ]
             if not args.no_httpx:
                 targets.append(("bare httpx 0.28 forwarder", f"http://127.0.0.1:{hx_port}" + PATH, [{}]))
@@ -362,6 +389,8 @@ def main() -> None:
         "workers_added_p50_ms": round(multi[1][0] - direct[0], 3) if multi else None,
         "direct_requests_per_s_32": round(results["direct to simulator"][32][2]),
         "bare_aiohttp_added_p50_ms": round(results["bare aiohttp forwarder"][1][0] - direct[0], 3),
+        "durable_floor_added_p50_ms": round(results[FLOOR][1][0] - direct[0], 3),
+        "durable_floor_requests_per_s_32": round(results[FLOOR][32][2]),
         "enforcer": "real" if enforcer_name.startswith("tether.") else "stand-in",
         "durable_audit": enforcer_name.startswith("tether.") and not args.memory_audit,
         "errors": sum(e for by in results.values() for (_, _, _, e) in by.values()),

@@ -182,6 +182,32 @@ class WriterLock:
         finally:
             self._local.release()
 
+    def try_acquire(self) -> bool:
+        """Take the lock only if no thread or process holds it (never waits); `release()` gives it back."""
+        if not self._local.acquire(blocking=False):
+            return False
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            try:
+                fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._local.release()
+                return False
+            except BaseException:
+                self._local.release()
+                raise
+        self._depth.n = depth + 1
+        return True
+
+    def release(self) -> None:
+        depth = self._depth.n - 1
+        self._depth.n = depth
+        try:
+            if depth == 0:
+                fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
     def close(self) -> None:
         with self._local:
             if self._fd is not None:
