@@ -163,8 +163,9 @@ def _forwarder(kind: str, sim_base: str, token: str, journal: str | None = None)
     """A bare reverse proxy that only injects the credential: the floor for each HTTP client library.
 
     With `journal` (the "durable floor"): before forwarding, one row is committed to a SQLite
-    database in WAL mode with synchronous=FULL, on a writer thread — the least a gateway that
-    records each call durably before its effect can do, with no token, policy, chain or content.
+    database in WAL mode with synchronous=FULL, on the event loop (a hand-off to a thread costs
+    more here) — the least a gateway that records each call durably before its effect can do,
+    with no token, policy, chain or content.
     """
     state: dict[str, Any] = {}
 
@@ -180,13 +181,12 @@ def _forwarder(kind: str, sim_base: str, token: str, journal: str | None = None)
                 if m["type"] == "lifespan.startup":
                     if journal is not None:
                         import sqlite3
-                        from concurrent.futures import ThreadPoolExecutor
 
-                        db = sqlite3.connect(journal, check_same_thread=False)
+                        db = sqlite3.connect(journal)
                         db.execute("PRAGMA journal_mode=WAL")
                         db.execute("PRAGMA synchronous=FULL")
                         db.execute("CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, path TEXT)")
-                        state["db"], state["pool"] = db, ThreadPoolExecutor(1)
+                        state["db"] = db
                     if kind == "aiohttp":
                         import aiohttp
 
@@ -202,7 +202,7 @@ def _forwarder(kind: str, sim_base: str, token: str, journal: str | None = None)
         url = sim_base + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
         h = {"Authorization": "Bearer " + token}
         if journal is not None:
-            await asyncio.get_running_loop().run_in_executor(state["pool"], commit_row, scope["path"])
+            commit_row(scope["path"])
         if kind == "aiohttp":
             async with state["c"].get(url, headers=h) as r:
                 body, status = await r.read(), r.status
