@@ -14,6 +14,7 @@ from tether.api.auth import AdminTokens
 from tether.api.dispatch import Dispatch
 from tether.approvals import ApprovalService, WebhookNotifier
 from tether.audit.log import AuditLog, audit_key
+from tether.background import stop_task
 from tether.config import Settings
 from tether.gateway._enforce import Enforcer
 from tether.identity import IdentityService
@@ -157,8 +158,7 @@ def _build_policy(services: Services) -> None:
         tasks["watch"] = asyncio.create_task(watch())
 
     async def stop() -> None:
-        if "watch" in tasks:
-            tasks.pop("watch").cancel()
+        await stop_task(tasks.pop("watch", None))
 
     services.lifecycle.append(("policy", start, stop))
     services.ready_checks["policy"] = lambda: engine.bundle is not None
@@ -321,8 +321,7 @@ def _build_http_gateway(services: Services) -> None:
         sweeper["t"] = asyncio.create_task(sweep_forever())
 
     async def stop() -> None:
-        if "t" in sweeper:
-            sweeper.pop("t").cancel()
+        await stop_task(sweeper.pop("t", None))
         await gateway.close()
 
     services.lifecycle.append(("http-gateway", start, stop))

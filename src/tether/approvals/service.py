@@ -35,6 +35,7 @@ from tether.approvals.model import Approval, ApprovalStatus, Breakglass, Deliver
 from tether.approvals.notify import WebhookNotifier
 from tether.approvals.ports import ApprovalStore
 from tether.audit.model import Event
+from tether.background import stop_task
 from tether.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from tether.identity import IdentityService, Page, Person
 from tether.log import get_logger
@@ -491,11 +492,8 @@ class ApprovalService:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await stop_task(self._watcher)
+        self._watcher = None
         if self.notifier is not None:
             await self.notifier.drain(timeout=5.0)
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from tether.background import stop_task
 from tether.log import get_logger
 from tether.store.db import Database
 from tether.store.schema.audit import server_instances
@@ -87,11 +88,8 @@ class Instance:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         with contextlib.suppress(Exception):  # leaving is a courtesy: a stale heartbeat says the same
             await asyncio.to_thread(self.leave)
 

@@ -17,7 +17,6 @@ decided on its own merits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.audit.chain import event_id
 from tether.audit.model import Event
+from tether.background import stop_task
 from tether.errors import Unavailable
 from tether.log import get_logger
 from tether.store.usage import zero
@@ -169,11 +169,8 @@ class TaskUsage:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await stop_task(self._poller)
+        self._poller = None
 
     async def _poll_forever(self) -> None:
         while True:

@@ -22,6 +22,7 @@ import anyio
 import httpx2
 from pydantic import TypeAdapter
 
+from tether.background import stop_task
 from tether.errors import TetherError
 from tether.gateway.mcp.config import ServerSpec
 from tether.log import get_logger
@@ -365,10 +366,7 @@ class UpstreamPool:
                     await s.close()
 
     async def close(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reaper
+        await stop_task(self._reaper)
         await self.drop()
 
 
