@@ -97,3 +97,42 @@ async def test_stopping_commits_records_still_held_for_company(sqlite_url: str) 
         assert [e["type"] for e in query(db, task_id="tsk_s")[0]] == ["tool.completed"]
     finally:
         db.dispose()
+
+
+async def test_a_lock_held_outside_tether_never_blocks_the_loop(sqlite_url: str) -> None:
+    """A `sqlite3` shell (no writer lock) holds SQLite's write lock: the loop does not wait on it."""
+    import sqlite3
+
+    db = _db(sqlite_url)
+    assert db.ping()  # the server's connections have switched the file to WAL, as they have once it runs
+    log = AuditLog(db, digest_key=b"k" * 32)
+    shell = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    shell.execute("BEGIN IMMEDIATE")  # held, the way an operator's open write transaction would be
+    released = threading.Event()
+
+    def commit_later() -> None:
+        time.sleep(0.4)
+        shell.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=commit_later, daemon=True).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not released.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    try:
+        tick = asyncio.ensure_future(ticker())
+        receipt = await asyncio.wait_for(log.record(Event(type="policy.decided", task_id="tsk_x")), 20)
+        await tick
+        assert released.is_set()
+        assert ticks >= 10
+        assert receipt.seq == 1
+        assert verify(db, None).ok
+    finally:
+        shell.close()
+        await log.stop()
+        db.dispose()

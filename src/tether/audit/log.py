@@ -41,7 +41,7 @@ from tether.audit.model import Event, Receipt
 from tether.crypto import AUDIT_CONTENT_KEY, AUDIT_DIGEST_KEY, derive_key, seal
 from tether.errors import Unavailable
 from tether.log import get_logger
-from tether.store.db import Database
+from tether.store.db import Busy, Database
 from tether.store.usage import Totals, add_usage, merge
 
 log = get_logger("tether.audit")
@@ -303,6 +303,9 @@ class AuditLog:
             return
         try:
             self._commit(jobs, here=loop)
+        except Busy:  # a connection outside the writer lock holds SQLite's: the thread waits for it, not the loop
+            for job in jobs:
+                self._queue.put(job)
         except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging
             with contextlib.suppress(Exception):
                 self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"), here=loop)
@@ -394,18 +397,22 @@ class AuditLog:
         self._count_due(stopping=True)  # nothing is left uncounted
 
     def _commit(self, jobs: list[_Job], *, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Chain and commit `jobs` in one transaction and resolve their callers (`here`: on that loop,
+        without waiting for a lock held by a connection outside Tether's writer lock: `Busy`)."""
         events = [e for j in jobs for e in j.events]
         content = self._sealed([c for j in jobs if j.content for c in j.content])
         usage = [j.usage for j in jobs if j.usage is not None]
         try:
-            with self.db.raw_write() as cur:
+            with self.db.raw_write(wait=here is None) as cur:
                 postgres = not self.db.is_sqlite
                 records = chain.append_raw(cur, postgres=postgres, events=events)
                 if content and not postgres:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
-        except Exception as exc:  # noqa: BLE001 — every waiter learns the batch failed; the writer lives on
+        except Exception as exc:  # every waiter learns the batch failed; the writer lives on
+            if isinstance(exc, Busy):
+                raise  # nothing was written: the caller hands the batch to the writer thread
             if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs, here):
                 return
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")

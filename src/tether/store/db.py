@@ -34,6 +34,12 @@ DEFAULT_WAL_PAGES = 1000
 BACKSTOP_PAGES = 20_000
 #: a fully checkpointed WAL longer than this is restarted, so commits write over it instead of growing it
 RESTART_FRAMES = 2_000
+#: how long a SQLite writer waits for a lock another connection holds
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Busy(Unavailable):
+    """The write lock is held elsewhere and the caller asked not to wait (`raw_write(wait=False)`)."""
 
 
 class Database:
@@ -84,7 +90,7 @@ class Database:
         return self.writer_lock.held() if self.writer_lock is not None else _NO_LOCK
 
     @contextmanager
-    def raw_write(self, *, durable: bool = True) -> Iterator[Any]:
+    def raw_write(self, *, durable: bool = True, wait: bool = True) -> Iterator[Any]:
         """A DB-API cursor in a write transaction (`BEGIN IMMEDIATE` on SQLite), committed on exit.
 
         For the audit writer's loop, where SQLAlchemy's per-transaction work costs more than the
@@ -95,11 +101,15 @@ class Database:
         transaction, PostgreSQL `synchronous_commit=off`): atomic, but the last such commits can be
         lost in a power failure (the next durable commit makes them durable too). For data derived
         from what is durable already, never for the audit record itself.
+
+        `wait=False` (SQLite, for a caller on an event loop): if a connection that does not take the
+        writer lock (a `sqlite3` shell, another tool) holds SQLite's write lock, raise `Busy` at once
+        instead of waiting up to the busy timeout.
         """
         with self._writer():
-            yield from self._raw_write(durable)
+            yield from self._raw_write(durable, wait)
 
-    def _raw_write(self, durable: bool = True) -> Iterator[Any]:
+    def _raw_write(self, durable: bool = True, wait: bool = True) -> Iterator[Any]:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             raw = self.engine.raw_connection()
@@ -108,10 +118,21 @@ class Database:
         try:
             cur = raw.cursor()
             relaxed = not durable and self.is_sqlite
+            hasty = not wait and self.is_sqlite
             try:
                 if relaxed:
                     cur.execute("PRAGMA synchronous=NORMAL")
-                if self.is_sqlite:
+                if hasty:
+                    cur.execute("PRAGMA busy_timeout=0")
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                    except dbapi_error as exc:
+                        if "locked" in str(exc) or "busy" in str(exc):
+                            raise Busy("another connection holds the database's write lock") from exc
+                        raise
+                    finally:
+                        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                elif self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")
                 elif not durable:
                     cur.execute("SET LOCAL synchronous_commit TO OFF")
@@ -240,10 +261,13 @@ def _configure_sqlite(engine: Engine, wal_pages: Callable[[], int]) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Switching to WAL needs the write lock, and SQLite does not wait for it there: a connection opened
+        # while another holds that lock would fail. The mode is kept in the file, so switch only once.
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages())}")
         cur.close()
 
@@ -359,4 +383,4 @@ class RepoStore(Generic[R]):
             yield self._repo(conn)
 
 
-__all__ = ["BACKSTOP_PAGES", "Database", "RepoStore", "WalCheckpointer", "null_pool_engine"]
+__all__ = ["BACKSTOP_PAGES", "Busy", "Database", "RepoStore", "WalCheckpointer", "null_pool_engine"]
