@@ -13,7 +13,10 @@ at 1 and 32 concurrent clients against each target, all in the same run. Tether 
 twice: as one process, and as `tether serve --workers N` (default 2, this machine's cores:
 N processes on one port and one database, the way to use a second core).
 
-Added latency = proxied percentile − direct percentile at one client. Prints a table, then as
+Added latency = proxied percentile − direct percentile at one client. CPU ms/req = CPU time
+(user + system, from /proc) of the serving process and its children during the cell, per
+request: how much of the machine each path costs, steadier across runs than latency on a
+shared 2-core box. Prints a table, then as
 its LAST line one JSON object with `added_p50_ms`, `added_p99_ms` (one process), and
 `requests_per_s_32` (the best of one process and N workers; both are in the JSON too).
 Goals: added median ≤ 1 ms, ≥ 1,500 authorised requests/s.
@@ -42,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _ports import free_port
+from _proc import tree_cpu
 
 PATH = "/v1.0/users/alice@contoso.example/messages?$top=1"
 FLOOR = "forwarder + fsync per call"
@@ -332,10 +336,14 @@ def main() -> None:
                 ready(multi_port, p)
             kinds = [("aiohttp", aio_port, None), ("aiohttp", floor_port, str(Path(data) / "floor.db"))]
             kinds += [] if args.no_httpx else [("httpx", hx_port, None)]
+            pids: dict[int, int | None] = {sim_port: procs[0].pid, tether_port: procs[1].pid}
+            if multi_tokens:
+                pids[multi_port] = procs[2].pid
             for kind, port, journal in kinds:
                 p = ctx.Process(target=run_forwarder, args=(kind, port, sim_base, secret, journal), daemon=True)
                 p.start()
                 procs.append(p)
+                pids[port] = p.pid
                 wait(port, p)
             import httpx
 
@@ -354,11 +362,17 @@ def main() -> None:
                 targets.append((f"Tether, {args.workers} workers", f"http://127.0.0.1:{multi_port}/proxy/m365" + PATH,
                                 [{"Authorization": "Bearer " + t} for t in multi_tokens]))  # fmt: skip
             results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
+            cpu: dict[str, dict[int, float | None]] = {}
             for name, url, headers in targets:
-                results[name] = {}
+                results[name], cpu[name] = {}, {}
+                pid = pids.get(int(url.split(":")[2].split("/")[0]))
                 for clients in (1, 32):
+                    before = tree_cpu(pid)
                     lat, rps, errors = asyncio.run(load(url, headers, clients, seconds))
+                    after = tree_cpu(pid)
                     results[name][clients] = (pct(lat, 50), pct(lat, 99), rps, errors)
+                    used = after - before if after is not None and before is not None else None
+                    cpu[name][clients] = round(used * 1000 / len(lat), 3) if used is not None and lat else None
         finally:
             for p in procs:
                 p.terminate()
@@ -369,14 +383,16 @@ def main() -> None:
         f"HTTP gateway benchmark ({'quick' if args.quick else 'full'}; {seconds:.1f} s per cell; enforcer: {enforcer_name})"
     )
     print(
-        f"{'target':<28} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'added p50':>10} {'added p99':>10} {'errors':>7}"
+        f"{'target':<28} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'added p50':>10} {'added p99':>10} {'errors':>7} {'CPU ms/req':>10}"
     )
     for name, by in results.items():
         for clients, (p50, p99, rps, errors) in by.items():
             base = results["direct to simulator"][clients]
+            used = cpu[name][clients]
             print(
-                f"{name:<28} {clients:>7} {p50:>8.3f} {p99:>8.3f} {rps:>9.0f} {p50 - base[0]:>10.3f} {p99 - base[1]:>10.3f} {errors:>7}"
+                f"{name:<28} {clients:>7} {p50:>8.3f} {p99:>8.3f} {rps:>9.0f} {p50 - base[0]:>10.3f} {p99 - base[1]:>10.3f} {errors:>7} {'' if used is None else used:>10}"
             )
+    print("CPU ms/req: CPU time of the serving process (with its children) over the cell, per request.")
     tether = results["Tether /proxy (aiohttp)"]
     multi = results.get(f"Tether, {args.workers} workers")
     figures = {
@@ -390,6 +406,9 @@ def main() -> None:
         "direct_requests_per_s_32": round(results["direct to simulator"][32][2]),
         "bare_aiohttp_added_p50_ms": round(results["bare aiohttp forwarder"][1][0] - direct[0], 3),
         "durable_floor_added_p50_ms": round(results[FLOOR][1][0] - direct[0], 3),
+        "cpu_ms_per_request_32": cpu["Tether /proxy (aiohttp)"][32],
+        "cpu_ms_per_request_32_workers": cpu[f"Tether, {args.workers} workers"][32] if multi else None,
+        "bare_aiohttp_cpu_ms_per_request_32": cpu["bare aiohttp forwarder"][32],
         "durable_floor_requests_per_s_32": round(results[FLOOR][32][2]),
         "enforcer": "real" if enforcer_name.startswith("tether.") else "stand-in",
         "durable_audit": enforcer_name.startswith("tether.") and not args.memory_audit,

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from _ports import free_port  # noqa: E402 — bench/ is the script's own directory
+from _proc import tree_cpu  # noqa: E402
 
 # ---------------------------------------------------------------- child: the upstream echo server
 
@@ -422,7 +423,13 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def measure(
-    direct_url: str, gw_url: str, token: str, quick: bool, cf: dict[str, Any] | None, multi: tuple[str, str] | None
+    direct_url: str,
+    gw_url: str,
+    token: str,
+    quick: bool,
+    cf: dict[str, Any] | None,
+    multi: tuple[str, str] | None,
+    pids: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -476,16 +483,27 @@ async def measure(
                 "contextforge_p99_ms": pct(contextforge, 0.99),
             }
             res["contextforge_calls_per_s_1"] = await cf_throughput(make_cf, cf["tool"], 1, secs)
+        before = tree_cpu(pids[0])
         res["calls_per_s_32"] = await throughput(make_gw, "echo__echo", 32, secs)
+        res["cpu_ms_per_call_32"] = per_call(before, tree_cpu(pids[0]), res["calls_per_s_32"], secs)
         res["direct_calls_per_s_32"] = await throughput(make_direct, "echo", 32, secs)
         if multi:
             make_multi = maker(*multi)
             await timed(await make_multi(), "echo__echo", 50)
+            before = tree_cpu(pids[1])
             res["workers_calls_per_s_32"] = await throughput(make_multi, "echo__echo", 32, secs)
+            res["cpu_ms_per_call_32_workers"] = per_call(before, tree_cpu(pids[1]), res["workers_calls_per_s_32"], secs)
         if cf and not cf_error:
             res["contextforge_calls_per_s_32"] = await cf_throughput(make_cf, cf["tool"], 32, secs)
         res["samples"] = len(gateway)
         return res
+
+
+def per_call(before: float | None, after: float | None, rate: float, seconds: float) -> float | None:
+    """CPU ms a call, from the serving process tree's CPU seconds before and after a throughput run."""
+    if before is None or after is None or rate <= 0:
+        return None
+    return round((after - before) * 1000 / (rate * seconds), 3)
 
 
 async def cf_throughput(make: Any, tool: str, concurrency: int, seconds: float) -> float | str:
@@ -592,7 +610,8 @@ def main() -> None:
                     print(f"ContextForge {cf_status}", file=sys.stderr)
                     stop(procs[n:])
                     del procs[n:]
-            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf, multi))
+            pids = (procs[1].pid, procs[2].pid if multi else None)
+            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf, multi, pids))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
@@ -622,12 +641,18 @@ def main() -> None:
         print(f"{f'{a.workers} workers':<{w}} {'':>8} {'':>8} {'':>12} {r['workers_calls_per_s_32']:>13.0f}")
     print(f"added: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; gateway/direct throughput at c=32: "
           f"{r['calls_per_s_32'] / r['direct_calls_per_s_32']:.2f}")  # fmt: skip
+    if r.get("cpu_ms_per_call_32") is not None:
+        print(f"gateway CPU per call at c=32 (its process and children, /proc): {r['cpu_ms_per_call_32']:.3f} ms"
+              + (f"; {a.workers} workers: {r['cpu_ms_per_call_32_workers']:.3f} ms"
+                 if r.get("cpu_ms_per_call_32_workers") is not None else ""))  # fmt: skip
     figures = {"transport": "sdk" if a.sdk else "lean", "durable_audit": not a.memory_audit, "added_p50_ms": round(added50, 3), "added_p99_ms": round(added99, 3),
                "calls_per_s_32": round(max(r["calls_per_s_32"], r.get("workers_calls_per_s_32", 0)), 1),
                "calls_per_s_32_one_process": round(r["calls_per_s_32"], 1),
                "workers": a.workers if "workers_calls_per_s_32" in r else 1,
                "calls_per_s_32_workers": round(r["workers_calls_per_s_32"], 1) if "workers_calls_per_s_32" in r else None,
                "calls_per_s_1": round(r["calls_per_s_1"], 1),
+               "cpu_ms_per_call_32": r.get("cpu_ms_per_call_32"),
+               "cpu_ms_per_call_32_workers": r.get("cpu_ms_per_call_32_workers"),
                **{k: round(v, 3) for k, v in r.items() if k.startswith("direct") or k.startswith("gateway")}}  # fmt: skip
     if cf:
         cf50 = r["contextforge_p50_ms"] - r["direct_p50_ms"]
