@@ -10,8 +10,14 @@ durable, but they ride in the next commit someone needs at once, or are committe
 after LAZY_WINDOW — so an outcome never costs the next call's decision an fsync of its own.
 If the transaction fails, every caller in that batch gets `Unavailable` and nothing of the
 batch is stored (one transaction); the next batch tries again, so writing resumes when the
-store returns. The writer is a thread, not a task, so a slow fsync never stalls the event
-loop the gateways run on.
+store returns.
+
+On SQLite, records made on an event loop skip the thread when they can: they are held until
+the loop's current callbacks are done, then committed on the loop in one transaction, if no
+other thread or process holds the write lock (else they go to the writer thread, which waits
+for it while the loop serves on). The hand-off to a thread and back cost more than the commit
+itself at one client; the price is that the loop waits for its own fsync. PostgreSQL, where a
+commit is a network round trip, and callers off a loop always use the writer thread.
 
 A record may carry a task's usage deltas (calls, items, bytes, external recipients): once the
 batch is committed and its callers released, they are added to the shared `task_usage` counters
