@@ -47,7 +47,7 @@ class PlainLog(AuditLog):
 
     _next = 0
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[_Job], *, here: asyncio.AbstractEventLoop | None = None) -> None:
         rows = []
         for j in jobs:
             for e in j.events:
@@ -55,14 +55,16 @@ class PlainLog(AuditLog):
                 seq, eid, ts = PlainLog._next, e.id or event_id(), rfc3339(utcnow())
                 body = canonical_fast(e.body(seq=seq, event_id=eid, ts=ts, prev_hash="")).decode()
                 rows.append((seq, eid, ts, e.type, e.task_id, e.agent_id, e.person_id, body, "", ""))
-        with self.db.raw_write() as cur:  # the writer's own path: one DB-API transaction, multi-row inserts
+        with self.db.raw_write(
+            wait=here is None
+        ) as cur:  # the writer's own path: one DB-API transaction, multi-row inserts
             if self.db.is_sqlite:
                 insert_rows(cur, _INSERT_HEAD, 10, rows)
             else:
                 cur.executemany(_INSERT.format(marks=", ".join(["%s"] * 10)), rows)
         from tether.audit.model import Receipt
 
-        self._settle(jobs, [Receipt(r[0], r[1], "") for r in rows], None)
+        self._settle(jobs, [Receipt(r[0], r[1], "") for r in rows], None, here=here)
 
 
 def event(i: int) -> Event:
