@@ -349,23 +349,24 @@ def main() -> None:
 
             direct_token = httpx.post(f"{sim_base}/contoso.example/oauth2/v2.0/token", data={
                 "grant_type": "client_credentials", "client_id": "tether-gateway", "client_secret": secret}).json()["access_token"]  # fmt: skip
+            # (name, port, path, headers): the serving process is found by its port
             targets = [
-                ("direct to simulator", sim_base + PATH, [{"Authorization": "Bearer " + direct_token}]),
-                ("bare aiohttp forwarder", f"http://127.0.0.1:{aio_port}" + PATH, [{}]),
-                (FLOOR, f"http://127.0.0.1:{floor_port}" + PATH, [{}]),
+                ("direct to simulator", sim_port, PATH, [{"Authorization": "Bearer " + direct_token}]),
+                ("bare aiohttp forwarder", aio_port, PATH, [{}]),
+                (FLOOR, floor_port, PATH, [{}]),
             ]
             if not args.no_httpx:
-                targets.append(("bare httpx 0.28 forwarder", f"http://127.0.0.1:{hx_port}" + PATH, [{}]))
-            targets.append(("Tether /proxy (aiohttp)", f"http://127.0.0.1:{tether_port}/proxy/m365" + PATH,
+                targets.append(("bare httpx 0.28 forwarder", hx_port, PATH, [{}]))
+            targets.append(("Tether /proxy (aiohttp)", tether_port, "/proxy/m365" + PATH,
                             [{"Authorization": "Bearer " + t} for t in tokens]))  # fmt: skip
             if multi_tokens:
-                targets.append((f"Tether, {args.workers} workers", f"http://127.0.0.1:{multi_port}/proxy/m365" + PATH,
+                targets.append((f"Tether, {args.workers} workers", multi_port, "/proxy/m365" + PATH,
                                 [{"Authorization": "Bearer " + t} for t in multi_tokens]))  # fmt: skip
             results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
             cpu: dict[str, dict[int, float | None]] = {}
-            for name, url, headers in targets:
+            for name, port, path, headers in targets:
                 results[name], cpu[name] = {}, {}
-                pid = pids.get(int(url.split(":")[2].split("/")[0]))
+                url, pid = f"http://127.0.0.1:{port}{path}", pids.get(port)
                 for clients in (1, 32):
                     before = tree_cpu(pid)
                     lat, rps, errors = asyncio.run(load(url, headers, clients, seconds))

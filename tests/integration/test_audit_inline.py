@@ -8,12 +8,13 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tether.audit.log import AuditLog
-from tether.audit.model import Event
+from tether.audit.model import Event, Receipt
 from tether.audit.query import query
 from tether.audit.verify import verify
 from tether.store.db import Database
@@ -29,6 +30,37 @@ def _db(url: str) -> Database:
 
     upgrade(url)
     return Database(url)
+
+
+async def _record_while_held(
+    log: AuditLog, let_go: Callable[[], None], task_id: str, timeout: float
+) -> tuple[Receipt, int, bool]:
+    """Record one event while another writer holds a lock that `let_go` releases 0.4 s later (from a thread).
+
+    Returns the receipt, how often a ticker task ran on the loop meanwhile, and whether the lock had been
+    let go when the record returned.
+    """
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.4)
+        let_go()
+        released.set()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not released.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    tick = asyncio.ensure_future(ticker())
+    receipt = await asyncio.wait_for(log.record(Event(type="policy.decided", task_id=task_id)), timeout)
+    was_released = released.is_set()
+    await tick
+    return receipt, ticks, was_released
 
 
 async def test_records_of_one_turn_of_the_loop_share_one_commit(sqlite_url: str) -> None:
@@ -54,27 +86,9 @@ async def test_a_writer_holding_the_lock_never_blocks_the_loop(sqlite_url: str) 
     assert db.writer_lock is not None
     other = os.open(db.writer_lock.path, os.O_RDWR | os.O_CREAT, 0o600)  # another process's handle on the lock
     fcntl.flock(other, fcntl.LOCK_EX)
-    released = threading.Event()
-
-    def release_later() -> None:
-        time.sleep(0.4)
-        fcntl.flock(other, fcntl.LOCK_UN)
-        released.set()
-
-    threading.Thread(target=release_later, daemon=True).start()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not released.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
     try:
-        tick = asyncio.ensure_future(ticker())
-        receipt = await asyncio.wait_for(log.record(Event(type="policy.decided", task_id="tsk_w")), 10)
-        await tick
-        assert released.is_set()  # it was committed only once the other writer let go
+        receipt, ticks, released = await _record_while_held(log, lambda: fcntl.flock(other, fcntl.LOCK_UN), "tsk_w", 10)
+        assert released  # it was committed only once the other writer let go
         assert ticks >= 10  # …and the loop served others meanwhile
         assert receipt.seq == 1
         assert [e["type"] for e in query(db, task_id="tsk_w")[0]] == ["policy.decided"]
@@ -108,27 +122,9 @@ async def test_a_lock_held_outside_tether_never_blocks_the_loop(sqlite_url: str)
     log = AuditLog(db, digest_key=b"k" * 32)
     shell = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
     shell.execute("BEGIN IMMEDIATE")  # held, the way an operator's open write transaction would be
-    released = threading.Event()
-
-    def commit_later() -> None:
-        time.sleep(0.4)
-        shell.execute("COMMIT")
-        released.set()
-
-    threading.Thread(target=commit_later, daemon=True).start()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not released.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
     try:
-        tick = asyncio.ensure_future(ticker())
-        receipt = await asyncio.wait_for(log.record(Event(type="policy.decided", task_id="tsk_x")), 20)
-        await tick
-        assert released.is_set()
+        receipt, ticks, released = await _record_while_held(log, lambda: shell.execute("COMMIT"), "tsk_x", 20)
+        assert released
         assert ticks >= 10
         assert receipt.seq == 1
         assert verify(db, None).ok

@@ -177,17 +177,19 @@ class AuditLog:
         `usage`: a task's counter deltas, added to `task_usage` once these records are committed.
         """
         loop = asyncio.get_running_loop()
+        job = self._job(events, loop, content, lazy=lazy, usage=usage)
         if self._inline:
-            job = self._job(events, loop, content, lazy=lazy, usage=usage)
             self._hold(loop, job)
         else:
-            job = self._submit(events, loop, content, lazy=lazy, usage=usage)
+            self._to_thread([job])
         fut = job.future
         assert isinstance(fut, asyncio.Future)
         return await fut
 
     def record_sync(self, events: Sequence[Event]) -> list[Receipt]:
-        fut = self._submit(events, None).future
+        job = self._job(events, None)
+        self._to_thread([job])
+        fut = job.future
         assert isinstance(fut, Future)
         return fut.result()
 
@@ -206,13 +208,12 @@ class AuditLog:
         """Queue `content` for the encrypted, erasable content store (sealed by the writer; not awaited)."""
         if self._content_key is None:
             return
-        self._ensure_thread()
         job = _Job((), content=[(event_id, content)])
         loop = _running_loop()
         if self._inline and loop is not None:
             self._hold(loop, job)  # rides the loop's next commit
         else:
-            self._queue.put(job)
+            self._to_thread([job])
 
     def keyed_digest(self, data: bytes) -> str:
         """HMAC-SHA-256 with the audit key: for prompts and arguments (never a plain hash)."""
@@ -256,18 +257,13 @@ class AuditLog:
         rows = list(content) if content and self._content_key is not None else None
         return _Job(events, loop=loop, content=rows, lazy=lazy, usage=usage)
 
-    def _submit(
-        self,
-        events: Sequence[Event],
-        loop: asyncio.AbstractEventLoop | None,
-        content: Sequence[tuple[str, dict[str, Any]]] = (),
-        *,
-        lazy: bool = False,
-        usage: Usage | None = None,
-    ) -> _Job:
-        job = self._job(events, loop, content, lazy=lazy, usage=usage)
-        self._queue.put(job)
-        return job
+    def _to_thread(self, jobs: list[_Job]) -> None:
+        """Hand `jobs` to the writer thread (started if it is not running)."""
+        if not jobs:
+            return
+        self._ensure_thread()
+        for job in jobs:
+            self._queue.put(job)
 
     # Inline commits. Handing a record to the writer thread and back costs two thread wake-ups (and
     # the GIL changing hands while the loop has work): measured here, a forwarder that committed one
@@ -290,48 +286,36 @@ class AuditLog:
         elif held.later is None and not held.soon:
             held.later = loop.call_later(self.lazy_window, self._flush, loop)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        held = self._held.get(loop)
+    def _take(self, loop: asyncio.AbstractEventLoop) -> list[_Job]:
+        """The records `loop` holds, its pending flush disarmed (a loop that stops recording leaves nothing)."""
+        held = self._held.pop(loop, None)
         if held is None:
-            return
-        held.soon = False
+            return []
         if held.later is not None:
             held.later.cancel()
-            held.later = None
-        jobs = held.jobs
-        del self._held[loop]  # a loop that stops recording leaves nothing behind
+        return held.jobs
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._take(loop)
         if not jobs:
             return
         lock = self.db.writer_lock
         if lock is None or not lock.try_acquire():
-            for job in jobs:
-                self._queue.put(job)
+            self._to_thread(jobs)
             return
         try:
             self._commit(jobs, here=loop)
         except Busy:  # a connection outside the writer lock holds SQLite's: the thread waits for it, not the loop
-            for job in jobs:
-                self._queue.put(job)
+            self._to_thread(jobs)
         except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging
-            with contextlib.suppress(Exception):
-                self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"), here=loop)
-            with contextlib.suppress(Exception):
-                log.error("audit writer error", events=sum(len(j.events) for j in jobs), error=repr(exc))
+            self._fail(jobs, exc, here=loop)
         finally:
             lock.release()
 
     def _hand_over_held(self) -> None:
         """Records still held for an inline commit go to the writer thread (stopping: it commits them)."""
-        for held in list(self._held.values()):
-            if held.later is not None:
-                held.later.cancel()
-                held.later = None
-            held.soon = False
-            jobs, held.jobs = held.jobs, []
-            for job in jobs:
-                self._ensure_thread()
-                self._queue.put(job)
-        self._held.clear()
+        for loop in list(self._held):
+            self._to_thread(self._take(loop))
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -395,10 +379,7 @@ class AuditLog:
             try:
                 self._commit(jobs)
             except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
-                with contextlib.suppress(Exception):
-                    self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"))
-                with contextlib.suppress(Exception):
-                    log.error("audit writer error", events=sum(len(j.events) for j in jobs), error=repr(exc))
+                self._fail(jobs, exc)
             self._count_due()
         self._count_due(stopping=True)  # nothing is left uncounted
 
@@ -446,6 +427,13 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 — a listener (checkpointer) must not break the writer
                 with contextlib.suppress(Exception):
                     log.error("audit listener failed", error=repr(exc))
+
+    def _fail(self, jobs: list[_Job], exc: Exception, *, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """An unexpected error while committing `jobs`: every caller learns it, and it is logged."""
+        with contextlib.suppress(Exception):
+            self._settle(jobs, None, Unavailable(f"audit writer error: {type(exc).__name__}"), here=here)
+        with contextlib.suppress(Exception):
+            log.error("audit writer error", events=sum(len(j.events) for j in jobs), error=repr(exc))
 
     def _drop_unencodable(self, jobs: list[_Job], here: asyncio.AbstractEventLoop | None = None) -> bool:
         """After a batch failed to encode: refuse the jobs holding an event that cannot be chained (text that

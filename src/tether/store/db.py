@@ -187,30 +187,27 @@ class WriterLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        if not self._local.acquire(timeout=self.LOCK_WAIT):
-            raise Unavailable("database unavailable: the write lock is held too long")
-        depth = getattr(self._depth, "n", 0)
+        self._acquire(wait=True)
         try:
-            if depth == 0:
-                fcntl.flock(self._file(), fcntl.LOCK_EX)
-            self._depth.n = depth + 1
-            try:
-                yield
-            finally:
-                self._depth.n = depth
-                if depth == 0:
-                    fcntl.flock(self._file(), fcntl.LOCK_UN)
+            yield
         finally:
-            self._local.release()
+            self.release()
 
     def try_acquire(self) -> bool:
         """Take the lock only if no thread or process holds it (never waits); `release()` gives it back."""
-        if not self._local.acquire(blocking=False):
+        return self._acquire(wait=False)
+
+    def _acquire(self, *, wait: bool) -> bool:
+        """Take the lock (re-entrant per thread); without `wait`, False at once when another holds it."""
+        taken = self._local.acquire(timeout=self.LOCK_WAIT) if wait else self._local.acquire(blocking=False)
+        if not taken:
+            if wait:
+                raise Unavailable("database unavailable: the write lock is held too long")
             return False
         depth = getattr(self._depth, "n", 0)
         if depth == 0:
             try:
-                fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._file(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self._local.release()
                 return False
