@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b32encode
 from datetime import UTC, datetime
 from typing import NewType
 
@@ -30,14 +31,18 @@ PREFIXES = {
 
 
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-ID_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 characters
+#: RFC 4648 base32 (what `base64.b32encode` writes) to ID_ALPHABET
+_TO_ID = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ID_ALPHABET.encode())
+
+
+def encode_id(n: int) -> str:
+    """The 130-bit number `n` as 26 characters of ID_ALPHABET, most significant first (so ids sort as `n`)."""
+    return b32encode((n << 6).to_bytes(17, "big"))[:26].translate(_TO_ID).decode("ascii")
 
 
 def new_id(prefix: str) -> str:
     """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits from the OS's CSPRNG)."""
-    n = int.from_bytes(random_bytes(17), "big")
-    p = ID_PAIRS
-    return prefix + "_" + "".join([p[(n >> s) & 1023] for s in range(0, 130, 10)])
+    return prefix + "_" + encode_id(int.from_bytes(random_bytes(17), "big") >> 6)
 
 
 def utcnow() -> datetime:
@@ -45,8 +50,8 @@ def utcnow() -> datetime:
 
 
 def rfc3339(ts: datetime) -> str:
-    """RFC 3339 UTC with microseconds, as the audit contract fixes it."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, as the audit contract fixes it (`…T12:00:00.000000Z`)."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 __all__ = [

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from tether.store.db import Database, WriterLock
+import pytest
+from sqlalchemy import text
+
+from tether.errors import Unavailable
+from tether.store.db import Busy, Database, WriterLock
 
 
 def _hold(path: str, marker: str, held: object, release: object) -> None:
@@ -93,5 +98,103 @@ def test_a_relaxed_transaction_leaves_its_pooled_connection_durable(tmp_path: Pa
             assert cur.fetchone()[0] == 2  # FULL again
             cur.execute("SELECT count(*) FROM t")
             assert cur.fetchone()[0] == 0
+    finally:
+        db.dispose()
+
+
+def _outside_writer(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection holding SQLite's write lock (outside Tether's writer lock)."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_durable_raw_writes_keep_one_connection_off_the_pool(tmp_path: Path) -> None:
+    """The audit writer's transactions reuse one connection: no pool checkout, and dispose() closes it."""
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with db.raw_write() as cur:
+            cur.execute("CREATE TABLE t (x INTEGER)")
+        first = db._kept[True].conn
+        for i in range(3):
+            with db.raw_write() as cur:
+                cur.execute("INSERT INTO t VALUES (?)", (i,))
+        assert db._kept[True].conn is first
+        assert db.engine.pool.checkedout() == 0
+        with db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 3
+    finally:
+        db.dispose()
+    assert db._kept == {}
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open on the file
+        first.execute("SELECT 1")
+
+
+def test_a_failed_transaction_on_the_kept_connection_leaves_nothing_and_it_serves_on(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with db.raw_write() as cur:
+            cur.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+
+        def write(*rows: int, fail: bool = False) -> None:
+            with db.raw_write() as cur:
+                for x in rows:
+                    cur.execute("INSERT INTO t VALUES (?)", (x,))
+                if fail:
+                    raise RuntimeError("the caller failed half-way")
+
+        with pytest.raises(RuntimeError):
+            write(1, fail=True)
+        with pytest.raises(Unavailable):  # a database error: the connection is replaced
+            write(2, 2)
+        assert True not in db._kept
+        with db.raw_write() as cur:
+            cur.execute("INSERT INTO t VALUES (3)")
+        with db.read() as conn:
+            assert conn.execute(text("SELECT x FROM t")).scalars().all() == [3]
+    finally:
+        db.dispose()
+
+
+def test_a_disposed_engine_retires_the_kept_connections(tmp_path: Path) -> None:
+    """`engine.dispose()` (a new auto-checkpoint threshold, a database file moved away) reaches them too."""
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with db.raw_write() as cur:
+            cur.execute("CREATE TABLE t (x INTEGER)")
+        first = db._kept[True].conn
+        db.wal_autocheckpoint = 4321
+        db.engine.dispose()
+        with db.raw_write() as cur:
+            cur.execute("PRAGMA wal_autocheckpoint")
+            assert cur.fetchone()[0] == 4321
+        assert db._kept[True].conn is not first
+    finally:
+        db.dispose()
+
+
+def test_only_the_hasty_kept_connection_refuses_to_wait_for_a_lock_held_elsewhere(tmp_path: Path) -> None:
+    """`wait=False` raises Busy at once; `wait=True`, on its own connection, still waits for the lock."""
+    path = tmp_path / "k.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        with db.raw_write() as cur:
+            cur.execute("CREATE TABLE t (x INTEGER)")
+        with db.raw_write(wait=False) as cur:
+            cur.execute("INSERT INTO t VALUES (1)")
+        other = _outside_writer(path)
+        started = time.monotonic()
+        with pytest.raises(Busy), db.raw_write(wait=False) as cur:
+            cur.execute("INSERT INTO t VALUES (2)")
+        assert time.monotonic() - started < 1.0
+        threading.Timer(0.3, other.rollback).start()
+        with db.raw_write() as cur:  # waits the 0.3 s, then commits
+            cur.execute("INSERT INTO t VALUES (3)")
+        assert time.monotonic() - started >= 0.3
+        other.close()
+        with db.raw_write(wait=False) as cur:  # the hasty connection survived its Busy
+            cur.execute("INSERT INTO t VALUES (4)")
+        with db.read() as conn:
+            assert conn.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 3, 4]
     finally:
         db.dispose()

@@ -20,7 +20,7 @@ from tether.audit.model import GENESIS_HASH, Event, Record
 from tether.canon import canonical, canonical_fast, orjson_is_canonical
 from tether.entropy import random_bytes
 from tether.store.schema.audit import audit_events
-from tether.types import ID_PAIRS, rfc3339, utcnow
+from tether.types import encode_id, rfc3339, utcnow
 
 #: Advisory lock key for the chain sequencer on PostgreSQL ("tether-audit" as int64).
 CHAIN_LOCK_KEY = 0x7465746865726175
@@ -32,9 +32,7 @@ def event_id() -> str:
     Time first, so ids sort by creation and the unique index on them grows at its right edge: with fully
     random ids every event of a batch lands on another leaf page, and each page costs a WAL write.
     """
-    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes(10), "big")
-    p = ID_PAIRS
-    return "evt_" + "".join([p[(n >> s) & 1023] for s in range(120, -10, -10)])
+    return "evt_" + encode_id((time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes(10), "big"))
 
 
 _SCALAR_FIELDS = ("type", "actor", "task_id", "trace_id", "parent_id", "agent_id", "person_id", "sponsor_id", "action",
@@ -127,18 +125,25 @@ _INSERT_HEAD = (
 
 
 def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert `rows` on SQLite with few multi-row INSERTs (chunks of powers of two, so few distinct statements).
+    """Insert `rows` on SQLite with few multi-row INSERTs.
 
     Each statement releases and re-takes the GIL once, where `executemany` does so per row; under a busy
-    event loop every re-take can wait a full switch interval.
+    event loop every re-take can wait a full switch interval. Up to EXACT_ROWS rows go in one statement
+    of their exact size (a call's few events: one INSERT); larger batches in chunks of powers of two, so
+    the statements SQLite prepares stay few (sqlite3 caches 128).
     """
     marks = "(" + ", ".join(["?"] * width) + ")"
     i, n = 0, len(rows)
     while i < n:
-        size = 1 << min((n - i).bit_length() - 1, 8)  # ≤ 256 rows × 10 columns, well under SQLite's variable cap
+        left = n - i
+        size = left if left <= EXACT_ROWS else 1 << min(left.bit_length() - 1, 8)  # ≤ 256 rows × 10 columns
         chunk = rows[i : i + size]
         cur.execute(head_sql + ", ".join([marks] * size), [v for r in chunk for v in r])
         i += size
+
+
+#: batches up to this many rows are inserted by one statement of their own size
+EXACT_ROWS = 16
 
 
 def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], list[tuple[Any, ...]]]:

@@ -61,7 +61,10 @@ class LeakScanner:
         self.hit = False
 
     def contains(self, data: bytes) -> bool:
-        return any(n in data for n in self.needles)
+        for n in self.needles:  # noqa: SIM110 — a loop, not any(<generator>): this runs on every response
+            if n in data:
+                return True
+        return False
 
     def contains_any(self, values: Iterable[bytes]) -> bool:
         """Whether any of the values holds a needle: scanned as one text, each value on a line of its own
