@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from base64 import b32encode
 from datetime import UTC, datetime
 from typing import NewType
 
@@ -31,13 +30,17 @@ PREFIXES = {
 
 
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-#: RFC 4648 base32 (what `base64.b32encode` writes) to ID_ALPHABET
-_TO_ID = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ID_ALPHABET.encode())
+ID_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]  # 10 bits → 2 characters
+_SHIFTS = range(120, -10, -10)
 
 
 def encode_id(n: int) -> str:
-    """The 130-bit number `n` as 26 characters of ID_ALPHABET, most significant first (so ids sort as `n`)."""
-    return b32encode((n << 6).to_bytes(17, "big"))[:26].translate(_TO_ID).decode("ascii")
+    """The 130-bit number `n` as 26 characters of ID_ALPHABET, most significant first (so ids sort as `n`).
+
+    Ten bits at a time through a table of pairs: on Python 3.11 `base64.b32encode` is pure Python and
+    slower."""
+    p = ID_PAIRS
+    return "".join([p[(n >> s) & 1023] for s in _SHIFTS])
 
 
 def new_id(prefix: str) -> str:

@@ -14,7 +14,7 @@ from tether.types import ID_ALPHABET, encode_id, new_id, rfc3339
 
 
 def _by_pairs(n: int) -> str:
-    """The id encoding as first written: ten bits at a time, most significant first."""
+    """The id encoding spelled out: ten bits at a time, most significant first."""
     pairs = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]
     return "".join(pairs[(n >> s) & 1023] for s in range(120, -10, -10))
 

@@ -110,13 +110,12 @@ class TaskUsage:
                     out[k] = out.get(k, 0) + v
         return out
 
-    def add(self, task_id: str, **deltas: int) -> dict[str, int]:
+    def add(self, task_id: str, **deltas: int) -> None:
         """Count `deltas` now; they stay pending here until the record carrying them is committed."""
         with self._lock:
             pending = self._pending.setdefault(task_id, {})
             for k, v in deltas.items():
                 pending[k] = pending.get(k, 0) + int(v)
-        return self.of(task_id)
 
     async def ensure(self, task_id: str) -> None:
         """Read the task's service-wide totals the first time this process sees it (one read, however many

@@ -28,6 +28,8 @@ from secrets import token_bytes, token_hex
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from tether import __version__
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
@@ -925,7 +927,13 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _encoded(doc: Any) -> bytes:
-    return _COMPACT.encode(doc).encode()
+    """`doc` as compact JSON: orjson on the hot path; what it refuses (integers past 64 bits, lone surrogates)
+    by the standard encoder, which keeps it or fails as it always did. NaN and the infinities, which JSON
+    cannot write, become `null`, as JavaScript's `JSON.stringify` writes them."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # orjson.JSONEncodeError
+        return _COMPACT.encode(doc).encode()
 
 
 def _msg(exc: TetherError) -> str:
@@ -970,7 +978,7 @@ def _quote(text: str) -> bytes:
 
 
 async def _respond(send: ASGISend, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = b"" if doc is None else _COMPACT.encode(doc).encode()
+    body = b"" if doc is None else _encoded(doc)
     h = [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *(headers or [])]
     if doc is not None:
         h.append((b"content-type", b"application/json"))

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 
 from tether.gateway.mcp.config import ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, UpstreamError, UpstreamUnavailable
@@ -68,7 +69,7 @@ class LeanSession:
             msg["params"] = dict(params)
         limit = timeout or self.spec.timeout
         try:
-            async with self.http.post(self.url, data=json.dumps(msg), headers=await self._headers(),
+            async with self.http.post(self.url, data=_dumps(msg), headers=await self._headers(),
                                       timeout=aiohttp.ClientTimeout(total=limit)) as r:  # fmt: skip
                 if method == "initialize" and r.headers.get("mcp-session-id"):
                     self.session_id = r.headers["mcp-session-id"]
@@ -80,7 +81,7 @@ class LeanSession:
                 if ctype.startswith("text/event-stream"):
                     answer = await self._from_sse(r, rid)
                 else:
-                    answer = json.loads(await r.read())
+                    answer = _loads(await r.read())
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise UpstreamUnavailable(
                 f"MCP server {self.spec.name} could not be reached: {type(exc).__name__}: {exc}"[:300]
@@ -114,7 +115,7 @@ class LeanSession:
         if params:
             msg["params"] = dict(params)
         try:
-            async with self.http.post(self.url, data=json.dumps(msg), headers=await self._headers(),
+            async with self.http.post(self.url, data=_dumps(msg), headers=await self._headers(),
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:  # fmt: skip
                 await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError):
@@ -130,6 +131,22 @@ class LeanSession:
             pass
         finally:
             await self.http.close()
+
+
+def _dumps(msg: Any) -> bytes:
+    """A request as JSON: orjson, or the standard encoder for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(msg)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(msg).encode()
+
+
+def _loads(data: bytes) -> Any:
+    """An answer's JSON: orjson, or the standard parser for what orjson refuses (NaN, lone surrogates, …)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 __all__ = ["LeanSession"]
