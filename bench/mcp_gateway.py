@@ -2,7 +2,8 @@
 
 Three processes share the machine: the upstream (the `mcp` SDK's MCPServer, streamable HTTP,
 JSON responses), Tether (`tether serve`'s app under uvicorn + uvloop, SQLite, the echo tool
-pinned and catalogued as read-only, the default policy pack) and this load generator (aiohttp, raw JSON-RPC, the same client
+pinned and catalogued as read-only, the default policy pack; the echo server keeps no state per
+session, so it is configured with `sessions_per_task: 4`, BENCH_SESSIONS=1 for one session a task) and this load generator (aiohttp, raw JSON-RPC, the same client
 for both paths). Direct and gateway blocks are interleaved so machine load hits both alike.
 
 Every gateway call is fully processed: task token verified, tool mapped, decided, and
@@ -89,8 +90,11 @@ def run_tether(workdir: Path, port: int, upstream: str, workers: int = 1) -> Non
     configure("warning")
     cfg = workdir / "gateway.yaml"
     harmless = {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False}
+    # The echo tool keeps no state per session, so one task's calls may spread over several upstream sessions
+    # (the SDK's server spends more per call when 32 calls share one session: docs/mcp-gateway.md).
     echo = {"url": upstream, "max_concurrency": 256, "tools": {"echo": {"annotations": harmless}},
-            "transport": os.environ.get("BENCH_TRANSPORT", "lean")}  # fmt: skip
+            "transport": os.environ.get("BENCH_TRANSPORT", "lean"),
+            "sessions_per_task": int(os.environ.get("BENCH_SESSIONS", "4"))}  # fmt: skip
     cfg.write_text(yaml.safe_dump({"mcp": {"servers": {"echo": echo}}}))
     settings = Settings(data_dir=workdir / "data", port=port, public_url=f"http://127.0.0.1:{port}", gateway_config=cfg)
     services = build_services(settings, migrate=True)

@@ -605,3 +605,63 @@ async def test_listings_holding_the_injected_credential_are_withheld_and_never_p
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+SESSIONS = '''
+import asyncio
+import sys
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("where")
+
+
+@server.tool()
+async def where(ctx: Context) -> str:
+    """The MCP session this call arrived in (after a pause, so calls overlap)."""
+    await asyncio.sleep(0.3)
+    return str((ctx.headers or {}).get("mcp-session-id"))
+
+
+uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+'''
+
+
+@pytest.mark.parametrize("transport", ["sdk", "lean"])
+async def test_a_tasks_tool_calls_spread_over_its_sessions_only_when_configured(tmp_path: Path, transport: str) -> None:
+    """`sessions_per_task: 3`: overlapping calls of one task use up to three upstream sessions, everything else
+    and a lone call the first; the default keeps one session per task; ending the task closes them all."""
+    from tether.gateway.mcp.config import ServerSpec
+    from tether.gateway.mcp.upstream import UpstreamPool
+
+    proc, port = await start_server(tmp_path / "sessions.py", SESSIONS)
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    async def sessions_seen(pool: UpstreamPool, key: Any, n: int) -> set[str]:
+        results = await asyncio.gather(*(pool.request(key, "tools/call", {"name": "where"}) for _ in range(n)))
+        return {r["content"][0]["text"] for r in results}
+
+    try:
+        for spread in (3, 1):
+            spec = ServerSpec(name="where", url=url, transport=transport, sessions_per_task=spread)
+            pool = UpstreamPool({"where": spec})
+            key = ("where", "per_1", "tsk_1")
+            try:
+                first = (await sessions_seen(pool, key, 1)).pop()
+                assert first not in ("", "None")
+                seen = await sessions_seen(pool, key, 6)
+                assert len(seen) == spread
+                assert first in seen
+                assert await sessions_seen(pool, key, 1) == {first}  # nothing in flight: the first again
+                await pool.request(key, "tools/list", None)
+                assert len(pool.live("where")) == spread
+                other = await sessions_seen(pool, ("where", "per_1", "tsk_2"), 1)  # another task: its own
+                assert other.isdisjoint(seen)
+                await pool.drop(task_id="tsk_1")
+                assert [s.key for s in pool.live("where")] == [("where", "per_1", "tsk_2")]
+            finally:
+                await pool.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -16,6 +16,8 @@
           timeout: 30                            # per call, seconds
           connect_timeout: 10
           max_concurrency: 16                    # calls in flight to this server, all sessions together
+          # sessions_per_task: 1                 # >1: a task's tool calls spread over that many sessions
+                                                 #   (only for servers that keep no state per session)
           idle_seconds: 300                      # an unused session is closed after this
           tools:
             git_commit:
@@ -211,6 +213,10 @@ class ServerSpec(BaseModel):
     connect_timeout: float = Field(10.0, gt=0, le=120)
     max_concurrency: int = Field(16, ge=1, le=1024)
     max_sessions: int = Field(256, ge=1, le=100_000)
+    #: MCP sessions one task may have open to this server at once: more lets a task's tool calls run side by
+    #: side in several sessions (the SDK's server does more work per call when many share one session). Only
+    #: for servers that keep no state per session: everything but tool calls stays on the first one.
+    sessions_per_task: int = Field(1, ge=1, le=16)
     idle_seconds: float = Field(300.0, gt=0)
     system: str | None = None
     tools: dict[str, ToolSpec] = Field(default_factory=dict)

@@ -31,6 +31,7 @@ log = get_logger("tether.gateway.mcp")
 
 _RAW: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 Key = tuple[str, str, str]  # (server, person, task)
+Slot = tuple[str, str, str, int]  # a key's session number `n` (see ServerSpec.sessions_per_task)
 #: (task_id, person_id) → headers to add to a URL upstream's requests (credential injection)
 HeaderSource = Callable[[ServerSpec, str, str], Awaitable[Mapping[str, str]]]
 
@@ -67,9 +68,10 @@ class UpstreamSession:
     """One live MCP session; its transport and ClientSession live in one runner task."""
 
     def __init__(self, spec: ServerSpec, key: Key, headers: HeaderSource | None,
-                 on_notification: Callable[[str, Any], None] | None = None) -> None:  # fmt: skip
+                 on_notification: Callable[[str, Any], None] | None = None, slot: int = 0) -> None:  # fmt: skip
         self.spec = spec
         self.key = key
+        self.slot = slot
         self.headers = headers
         self.on_notification = on_notification
         self.session: Any = None
@@ -174,9 +176,9 @@ class UpstreamSession:
             self.last_used = time.monotonic()
             self.inflight += 1
             try:
-                return await asyncio.wait_for(
-                    self.lean.request(method, params, timeout), (timeout or self.spec.timeout) + 1
-                )
+                async with asyncio.timeout((timeout or self.spec.timeout) + 1):  # a timer, not wait_for's task
+                    answer: dict[str, Any] = await self.lean.request(method, params, timeout)
+                return answer
             except TimeoutError:
                 raise UpstreamUnavailable(f"MCP server {self.spec.name} did not answer in time") from None
             except UpstreamUnavailable:
@@ -258,41 +260,48 @@ def _describe(exc: BaseException) -> str:
 
 
 class UpstreamPool:
-    """Sessions by (server, person, task), started on first use, restarted when dead, closed when idle."""
+    """Sessions by (server, person, task), started on first use, restarted when dead, closed when idle.
+
+    A key has one session, or for a server with `sessions_per_task` n > 1 up to n: everything but tool
+    calls goes to the first (lists, reads, subscriptions, the logging level: what a server may keep per
+    session), and a tool call to an idle one, or to a new one while fewer than n are open, else to the
+    least busy.
+    """
 
     def __init__(self, servers: Mapping[str, ServerSpec], *, headers: HeaderSource | None = None,
                  on_notification: Callable[[str, Any], None] | None = None) -> None:  # fmt: skip
         self.servers = dict(servers)
         self.headers = headers
         self.on_notification = on_notification
-        self._sessions: dict[Key, UpstreamSession] = {}
-        self._starting: dict[Key, asyncio.Future[UpstreamSession]] = {}
+        self._sessions: dict[Slot, UpstreamSession] = {}
+        self._starting: dict[Slot, asyncio.Future[UpstreamSession]] = {}
         self._caps: dict[str, asyncio.Semaphore] = {n: asyncio.Semaphore(s.max_concurrency) for n, s in servers.items()}
         self._reaper: asyncio.Task[None] | None = None
 
     def spec(self, server: str) -> ServerSpec:
         return self.servers[server]
 
-    async def session(self, key: Key) -> UpstreamSession:
-        s = self._sessions.get(key)
+    async def session(self, key: Key, slot: int = 0) -> UpstreamSession:
+        at: Slot = (*key, slot)
+        s = self._sessions.get(at)
         if s is not None and not s.dead:
             return s
-        pending = self._starting.get(key)
+        pending = self._starting.get(at)
         if pending is not None:
             return await asyncio.shield(pending)
         fut: asyncio.Future[UpstreamSession] = asyncio.get_running_loop().create_future()
-        self._starting[key] = fut
+        self._starting[at] = fut
         try:
             if s is not None:
-                self._sessions.pop(key, None)
+                self._sessions.pop(at, None)
                 await s.close()
                 log.info("restarting upstream session", server=key[0])
             spec = self.servers[key[0]]
             if sum(1 for k in self._sessions if k[0] == key[0]) >= spec.max_sessions:
                 await self._evict_oldest(key[0])
-            s = UpstreamSession(spec, key, self.headers, self.on_notification)
+            s = UpstreamSession(spec, key, self.headers, self.on_notification, slot)
             await s.start()
-            self._sessions[key] = s
+            self._sessions[at] = s
             fut.set_result(s)
             self._ensure_reaper()
             return s
@@ -301,7 +310,30 @@ class UpstreamPool:
             fut.exception()  # retrieved: waiters re-raise it
             raise
         finally:
-            self._starting.pop(key, None)
+            self._starting.pop(at, None)
+
+    def _slot(self, key: Key, n: int) -> int:
+        """The session a tool call of `key` goes to: an idle one, else a new one (fewer than n open), else the
+        least busy. A session still starting counts as busy with what waits for it."""
+        best, load, free = 0, -1, -1
+        for i in range(n):
+            at = (*key, i)
+            s = self._sessions.get(at)
+            if s is None or s.dead:
+                if at in self._starting:
+                    busy = 1 << 20  # join it only when nothing else is open
+                elif free < 0:
+                    free = i
+                    continue
+                else:
+                    continue
+            else:
+                busy = s.inflight
+                if busy == 0:
+                    return i
+            if load < 0 or busy < load:
+                best, load = i, busy
+        return free if free >= 0 else best
 
     async def request(self, key: Key, method: str, params: Mapping[str, Any] | None, *, retry: bool = False,
                       timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
@@ -321,9 +353,10 @@ class UpstreamPool:
             raise UpstreamUnavailable(
                 f"MCP server {key[0]} is at its concurrency cap ({spec.max_concurrency})"
             ) from None
+        slot = self._slot(key, spec.sessions_per_task) if spec.sessions_per_task > 1 and method == "tools/call" else 0
         try:
             for attempt in (0, 1):
-                s = await self.session(key)
+                s = await self.session(key, slot)
                 try:
                     return await s.request(method, params, timeout)
                 except UpstreamUnavailable:
@@ -334,7 +367,7 @@ class UpstreamPool:
             cap.release()
 
     async def notify(self, key: Key, method: str, params: Mapping[str, Any] | None) -> None:
-        s = self._sessions.get(key)
+        s = self._sessions.get((*key, 0))
         if s is not None:
             await s.notify(method, params)
 
@@ -370,4 +403,4 @@ class UpstreamPool:
         await self.drop()
 
 
-__all__ = ["HeaderSource", "Key", "UpstreamError", "UpstreamPool", "UpstreamSession", "UpstreamUnavailable"]
+__all__ = ["HeaderSource", "Key", "Slot", "UpstreamError", "UpstreamPool", "UpstreamSession", "UpstreamUnavailable"]
