@@ -132,3 +132,77 @@ async def test_a_lock_held_outside_tether_never_blocks_the_loop(sqlite_url: str)
         shell.close()
         await log.stop()
         db.dispose()
+
+
+async def test_usage_due_is_counted_in_the_loops_own_commit(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the loop, committed usage is counted in the audit transaction itself, never by the writer thread (which
+    would hold the write lock while it waits for the GIL, sending the loop's commits to the thread meanwhile);
+    deltas committed before the count was due ride in the next commit that counts."""
+    from sqlalchemy import select
+
+    import tether.audit.log as audit_log
+    from tether.store.schema.gateway import task_usage
+
+    db = _db(sqlite_url)
+    log = AuditLog(db, digest_key=b"k" * 32)
+    told: list[tuple[int, dict[str, int]]] = []
+    log.usage_sink = lambda _usage, totals: told.extend((totals or {}).values())
+
+    def thread_counts(*_: object) -> None:
+        raise AssertionError("the writer thread counted usage that the loop's commit should have")
+
+    monkeypatch.setattr(AuditLog, "_count", thread_counts)
+    monkeypatch.setattr(audit_log, "COUNT_EVERY", 3600.0)  # nothing is due after the first count …
+    try:
+        r1 = await log.record(Event(type="tool.completed", task_id="tsk_u"), usage=("tsk_u", {"items": 2}))
+        await log.record(Event(type="tool.completed", task_id="tsk_u"), usage=("tsk_u", {"items": 3}))
+        with db.read() as conn:
+            row = conn.execute(select(task_usage.c["items"], task_usage.c.updated_seq)).one()
+        assert tuple(row) == (2, r1.seq)  # counted with the first record, in its commit
+        assert told == [(r1.seq, {"items": 2, "bytes": 0, "calls": 0, "external_recipients": 0})]
+        monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.0)  # … now it is: the next commit counts both
+        r3 = await log.record(Event(type="tool.completed", task_id="tsk_u"), usage=("tsk_u", {"items": 5}))
+        with db.read() as conn:
+            assert tuple(conn.execute(select(task_usage.c["items"], task_usage.c.updated_seq)).one()) == (10, r3.seq)
+        assert told[-1] == (r3.seq, {"items": 10, "bytes": 0, "calls": 0, "external_recipients": 0})
+    finally:
+        monkeypatch.undo()
+        await log.stop()
+        db.dispose()
+
+
+async def test_records_wait_for_the_writer_thread_then_commit_on_the_loop(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While this process's writer thread holds the write lock, the loop's records are not handed to it (it would
+    hold the lock longer still, waiting for the GIL): they wait, and are committed on the loop once it lets go."""
+    from tether.audit import chain
+
+    db = _db(sqlite_url)
+    log = AuditLog(db, digest_key=b"k" * 32)
+    where: dict[str, str] = {}
+    real = chain.append_raw
+
+    def slow_on_the_thread(cur: object, *, postgres: bool, events: list[Event]) -> object:
+        if threading.current_thread().name == "tether-audit-writer":
+            time.sleep(0.3)
+        for e in events:
+            where[e.type] = threading.current_thread().name
+        return real(cur, postgres=postgres, events=events)
+
+    monkeypatch.setattr(chain, "append_raw", slow_on_the_thread)
+    try:
+        await log.start()
+        off_loop = asyncio.get_running_loop().run_in_executor(
+            None, log.record_sync, [Event(type="thread.first", task_id="tsk_w")]
+        )
+        await asyncio.sleep(0.1)  # the writer thread is inside its commit now
+        receipt = await asyncio.wait_for(log.record(Event(type="loop.second", task_id="tsk_w")), 10)
+        first = (await off_loop)[0]
+        assert where == {"thread.first": "tether-audit-writer", "loop.second": threading.current_thread().name}
+        assert receipt.seq == first.seq + 1
+    finally:
+        monkeypatch.undo()
+        await log.stop()
+        db.dispose()
+    assert verify(db, None).ok

@@ -19,11 +19,12 @@ for it while the loop serves on). The hand-off to a thread and back cost more th
 itself at one client; the price is that the loop waits for its own fsync. PostgreSQL, where a
 commit is a network round trip, and callers off a loop always use the writer thread.
 
-A record may carry a task's usage deltas (calls, items, bytes, external recipients): once the
-batch is committed and its callers released, they are added to the shared `task_usage` counters
-(summed over the batches of up to COUNT_EVERY seconds, in a transaction that does not wait for
-the disk: the counters are derived from the durable events), and the new totals go to
-`usage_sink`, so every process serving one database counts the same budgets.
+A record may carry a task's usage deltas (calls, items, bytes, external recipients), added to the
+shared `task_usage` counters at most every COUNT_EVERY seconds, summed: on a loop, inside the
+commit that finds the count due (with that batch's own deltas); on the writer thread, once its
+batch is committed and its callers released, in a transaction that does not wait for the disk
+(the counters are derived from the durable events). The new totals go to `usage_sink`, so every
+process serving one database counts the same budgets.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -147,6 +148,11 @@ class AuditLog:
         # SQLite: a loop's records are committed on the loop itself when no other writer holds the lock
         self._inline = inline and db.is_sqlite and db.writer_lock is not None
         self._held: dict[asyncio.AbstractEventLoop, _Held] = {}
+        # While the writer thread holds the write lock, a loop waits for it to finish rather than hand it more:
+        # it would hold the lock longer (it waits for the GIL the loop holds), and more loop commits would fail.
+        self._thread_holds = False
+        self._waiting: set[asyncio.AbstractEventLoop] = set()
+        self._wait_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -155,7 +161,7 @@ class AuditLog:
         self.usage_sink: UsageSink | None = None
         self._uncounted: list[Usage] = []  # committed batches' deltas not yet in task_usage
         self._uncounted_seq = 0
-        self._counted_at = 0.0
+        self._counted_at = float("-inf")  # never counted: the first count is due at once
 
     # ------------------------------------------------------------------ API
 
@@ -301,7 +307,8 @@ class AuditLog:
             return
         lock = self.db.writer_lock
         if lock is None or not lock.try_acquire():
-            self._to_thread(jobs)
+            if not self._wait_for_thread(loop, jobs):
+                self._to_thread(jobs)  # another process, or a lock outside Tether: the thread waits for it
             return
         try:
             self._commit(jobs, here=loop)
@@ -311,6 +318,35 @@ class AuditLog:
             self._fail(jobs, exc, here=loop)
         finally:
             lock.release()
+
+    def _wait_for_thread(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> bool:
+        """If this process's writer thread holds the write lock, hold `jobs` again until it lets go (it then
+        flushes this loop); False when someone else holds it."""
+        with self._wait_lock:
+            if not self._thread_holds:
+                return False
+            self._waiting.add(loop)
+        held = self._held.get(loop)
+        if held is None:
+            held = self._held[loop] = _Held()
+        held.jobs[:0] = jobs
+        held.soon = True  # the thread's wake-up flushes them; new records need not try meanwhile
+        return True
+
+    @contextlib.contextmanager
+    def _thread_holding(self) -> Iterator[None]:
+        """Around the writer thread's own transactions: loops that found the lock taken wait, then are woken."""
+        with self._wait_lock:
+            self._thread_holds = True
+        try:
+            yield
+        finally:
+            with self._wait_lock:
+                self._thread_holds = False
+                waiting, self._waiting = self._waiting, set()
+            for loop in waiting:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (its records were handed over)
+                    loop.call_soon_threadsafe(self._flush, loop)
 
     def _hand_over_held(self) -> None:
         """Records still held for an inline commit go to the writer thread (stopping: it commits them)."""
@@ -377,7 +413,8 @@ class AuditLog:
                     urgent += 1
             linger = urgent > 1
             try:
-                self._commit(jobs)
+                with self._thread_holding():
+                    self._commit(jobs)
             except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
                 self._fail(jobs, exc)
             self._count_due()
@@ -389,6 +426,12 @@ class AuditLog:
         events = [e for j in jobs for e in j.events]
         content = self._sealed([c for j in jobs if j.content for c in j.content])
         usage = [j.usage for j in jobs if j.usage is not None]
+        # On the loop, usage due to be counted is counted in this very transaction: the writer thread would
+        # hold the write lock for a transaction of its own while it waits for the GIL the loop holds, and
+        # every inline commit meanwhile would have to go to the thread.
+        earlier = self._take_due() if here is not None and (usage or self._uncounted) else None
+        counting = merge(earlier + usage) if earlier is not None else None
+        totals: dict[str, Totals] | None = None
         try:
             with self.db.raw_write(wait=here is None) as cur:
                 postgres = not self.db.is_sqlite
@@ -397,7 +440,11 @@ class AuditLog:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
+                if counting and records:
+                    totals = add_usage(cur, postgres=postgres, seq=records[-1].seq, deltas=counting)
         except Exception as exc:  # every waiter learns the batch failed; the writer lives on
+            if earlier:  # committed before: counted later, by whoever counts next
+                self._put_back(earlier)
             if isinstance(exc, Busy):
                 raise  # nothing was written: the caller hands the batch to the writer thread
             if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs, here):
@@ -410,7 +457,9 @@ class AuditLog:
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
         self._settle(jobs, receipts, None, here=here)
-        if usage and records:
+        if totals is not None:
+            self._tell_usage((earlier or []) + usage, totals)
+        elif usage and records:
             with self._count_lock:
                 first = not self._uncounted
                 self._uncounted.extend(usage)
@@ -451,11 +500,32 @@ class AuditLog:
             self._commit(rest, here=here)
         return True
 
+    def _take_due(self) -> list[Usage] | None:
+        """If counting is due, the committed deltas not yet counted (taken: whoever takes them counts them)."""
+        if time.monotonic() - self._counted_at < COUNT_EVERY:
+            return None
+        with self._count_lock:
+            if time.monotonic() - self._counted_at < COUNT_EVERY:
+                return None
+            taken, self._uncounted = self._uncounted, []
+            self._counted_at = time.monotonic()
+        return taken
+
+    def _put_back(self, usage: list[Usage]) -> None:
+        """Deltas taken for counting in a transaction that failed: back in line for the next count."""
+        with self._count_lock:
+            self._uncounted[:0] = usage
+
     def _count_wait(self) -> float | None:
         """How long the idle writer may wait for work before committed usage is due to be counted."""
         if not self._uncounted:
             return None
-        return max(0.0, self._counted_at + COUNT_EVERY - time.monotonic())
+        return max(0.0, self._counted_at + self._thread_every() - time.monotonic())
+
+    def _thread_every(self) -> float:
+        """How far apart the writer thread counts: with inline commits it leaves the count to the loop's
+        next commit, and counts only when a whole further period passed without one (the loop went quiet)."""
+        return COUNT_EVERY * 2 if self._inline else COUNT_EVERY
 
     def _count_due(self, *, stopping: bool = False) -> None:
         """Count the committed batches' usage at most every COUNT_EVERY seconds (and when stopping).
@@ -463,14 +533,15 @@ class AuditLog:
         Not after every commit: at a few calls a second that would be a second transaction per call on
         the writer, taking the GIL and the write lock while the calls it serves are being forwarded.
         """
-        due = stopping or time.monotonic() - self._counted_at >= COUNT_EVERY
+        due = stopping or time.monotonic() - self._counted_at >= self._thread_every()
         with self._count_lock:
             if not self._uncounted or not due:
                 return
             usage, self._uncounted = self._uncounted, []
             seq = self._uncounted_seq
             self._counted_at = time.monotonic()
-        self._count(usage, seq)
+        with self._thread_holding():
+            self._count(usage, seq)
 
     def _count(self, usage: list[Usage], seq: int) -> None:
         """Add committed batches' usage deltas to `task_usage`, after their callers were released.
