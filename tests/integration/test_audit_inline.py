@@ -206,3 +206,44 @@ async def test_records_wait_for_the_writer_thread_then_commit_on_the_loop(
         await log.stop()
         db.dispose()
     assert verify(db, None).ok
+
+
+async def test_records_wait_for_any_thread_of_this_process_holding_the_lock(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for another of this process's writers (the checkpoint signer, a write from a worker thread)."""
+    from tether.audit import chain
+
+    db = _db(sqlite_url)
+    log = AuditLog(db, digest_key=b"k" * 32)
+    held, release = threading.Event(), threading.Event()
+    where: list[str] = []
+    real = chain.append_raw
+
+    def noted(cur: object, *, postgres: bool, events: list[Event]) -> object:
+        where.append(threading.current_thread().name)
+        return real(cur, postgres=postgres, events=events)
+
+    monkeypatch.setattr(chain, "append_raw", noted)
+
+    def other_writer() -> None:
+        with db.write():
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other_writer)
+    worker.start()
+    try:
+        assert held.wait(10)
+        pending = asyncio.ensure_future(log.record(Event(type="loop.first", task_id="tsk_o")))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        release.set()
+        receipt = await asyncio.wait_for(pending, 10)
+        assert receipt.seq == 1
+        assert where == [threading.current_thread().name]  # committed on the loop, not handed to the thread
+    finally:
+        release.set()
+        worker.join(10)
+        await log.stop()
+        db.dispose()

@@ -198,3 +198,45 @@ def test_only_the_hasty_kept_connection_refuses_to_wait_for_a_lock_held_elsewher
             assert conn.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 3, 4]
     finally:
         db.dispose()
+
+
+def test_when_free_calls_back_once_another_thread_of_this_process_lets_go(tmp_path: Path) -> None:
+    lock = WriterLock(tmp_path / "w.lock")
+    assert not lock.when_free(lambda: None)  # nobody holds it
+    held, release, called = threading.Event(), threading.Event(), []
+
+    def holder() -> None:
+        with lock.held():
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(10)
+    assert not lock.try_acquire()
+    assert lock.when_free(lambda: called.append(lock._owner))
+    assert called == []
+    release.set()
+    t.join(10)
+    assert called == [None]  # called once the lock was let go
+    assert lock.try_acquire()
+    lock.release()
+    with lock.held():
+        assert not lock.when_free(lambda: None)  # held by this very thread: nothing to wait for
+    lock.close()
+
+
+def test_when_free_does_not_wait_for_another_process(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold, args=(str(tmp_path / "w.lock"), str(tmp_path / "inside"), held, release))
+    child.start()
+    lock = WriterLock(tmp_path / "w.lock")
+    try:
+        assert held.wait(30)
+        assert not lock.try_acquire()
+        assert not lock.when_free(lambda: None)  # the holder is another process: the caller waits its own way
+    finally:
+        release.set()
+        child.join(30)
+        lock.close()

@@ -37,7 +37,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -148,11 +148,6 @@ class AuditLog:
         # SQLite: a loop's records are committed on the loop itself when no other writer holds the lock
         self._inline = inline and db.is_sqlite and db.writer_lock is not None
         self._held: dict[asyncio.AbstractEventLoop, _Held] = {}
-        # While the writer thread holds the write lock, a loop waits for it to finish rather than hand it more:
-        # it would hold the lock longer (it waits for the GIL the loop holds), and more loop commits would fail.
-        self._thread_holds = False
-        self._waiting: set[asyncio.AbstractEventLoop] = set()
-        self._wait_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -307,8 +302,8 @@ class AuditLog:
             return
         lock = self.db.writer_lock
         if lock is None or not lock.try_acquire():
-            if not self._wait_for_thread(loop, jobs):
-                self._to_thread(jobs)  # another process, or a lock outside Tether: the thread waits for it
+            if lock is None or not self._wait_for_lock(lock, loop, jobs):
+                self._to_thread(jobs)  # another process holds it: the thread waits for it, the loop serves on
             return
         try:
             self._commit(jobs, here=loop)
@@ -319,34 +314,25 @@ class AuditLog:
         finally:
             lock.release()
 
-    def _wait_for_thread(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> bool:
-        """If this process's writer thread holds the write lock, hold `jobs` again until it lets go (it then
-        flushes this loop); False when someone else holds it."""
-        with self._wait_lock:
-            if not self._thread_holds:
-                return False
-            self._waiting.add(loop)
+    def _wait_for_lock(self, lock: Any, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> bool:
+        """If another thread of this process holds the write lock (the writer thread, the checkpoint signer),
+        hold `jobs` again and flush when it lets go; False when another process holds it.
+
+        Handing them to the writer thread instead would keep the lock busy longer still: a thread holding
+        it waits for the GIL the loop holds, and every inline commit meanwhile would go the same way."""
+
+        def wake() -> None:  # on the releasing thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (its records were handed over)
+                loop.call_soon_threadsafe(self._flush, loop)
+
+        if not lock.when_free(wake):
+            return False
         held = self._held.get(loop)
         if held is None:
             held = self._held[loop] = _Held()
         held.jobs[:0] = jobs
-        held.soon = True  # the thread's wake-up flushes them; new records need not try meanwhile
+        held.soon = True  # the wake-up flushes them; records arriving meanwhile need not try the lock
         return True
-
-    @contextlib.contextmanager
-    def _thread_holding(self) -> Iterator[None]:
-        """Around the writer thread's own transactions: loops that found the lock taken wait, then are woken."""
-        with self._wait_lock:
-            self._thread_holds = True
-        try:
-            yield
-        finally:
-            with self._wait_lock:
-                self._thread_holds = False
-                waiting, self._waiting = self._waiting, set()
-            for loop in waiting:
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (its records were handed over)
-                    loop.call_soon_threadsafe(self._flush, loop)
 
     def _hand_over_held(self) -> None:
         """Records still held for an inline commit go to the writer thread (stopping: it commits them)."""
@@ -413,8 +399,7 @@ class AuditLog:
                     urgent += 1
             linger = urgent > 1
             try:
-                with self._thread_holding():
-                    self._commit(jobs)
+                self._commit(jobs)
             except Exception as exc:  # noqa: BLE001 — never leave a waiter hanging, never let the writer die
                 self._fail(jobs, exc)
             self._count_due()
@@ -540,8 +525,7 @@ class AuditLog:
             usage, self._uncounted = self._uncounted, []
             seq = self._uncounted_seq
             self._counted_at = time.monotonic()
-        with self._thread_holding():
-            self._count(usage, seq)
+        self._count(usage, seq)
 
     def _count(self, usage: list[Usage], seq: int) -> None:
         """Add committed batches' usage deltas to `task_usage`, after their callers were released.

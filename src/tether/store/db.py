@@ -27,6 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from tether.errors import Unavailable
+from tether.log import get_logger
+
+_log = get_logger("tether.store")
 
 #: WAL pages after which a committing connection checkpoints by itself: SQLite's default, and the backstop
 #: while a background checkpointer runs
@@ -246,6 +249,10 @@ class WriterLock:
         self._local = threading.RLock()
         self._depth = threading.local()
         self._fd: int | None = None
+        # which thread of this process holds the lock, and who wants to hear when it lets go (`when_free`)
+        self._owner: int | None = None
+        self._on_free: list[Callable[[], None]] = []
+        self._owner_lock = threading.Lock()
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -259,6 +266,15 @@ class WriterLock:
         """Take the lock only if no thread or process holds it (never waits); `release()` gives it back."""
         return self._acquire(wait=False)
 
+    def when_free(self, callback: Callable[[], None]) -> bool:
+        """If another thread of this process holds the lock, call `callback` (on that thread) once it lets go,
+        and True; False when it is not held here (another process holds it, or it was just let go)."""
+        with self._owner_lock:
+            if self._owner is None or self._owner == threading.get_ident():
+                return False
+            self._on_free.append(callback)
+            return True
+
     def _acquire(self, *, wait: bool) -> bool:
         """Take the lock (re-entrant per thread); without `wait`, False at once when another holds it."""
         taken = self._local.acquire(timeout=self.LOCK_WAIT) if wait else self._local.acquire(blocking=False)
@@ -268,13 +284,15 @@ class WriterLock:
             return False
         depth = getattr(self._depth, "n", 0)
         if depth == 0:
+            with self._owner_lock:  # held here (waiting for the flock, maybe): this process's others wait for us
+                self._owner = threading.get_ident()
             try:
                 fcntl.flock(self._file(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self._local.release()
+                self._let_go()
                 return False
             except BaseException:
-                self._local.release()
+                self._let_go()
                 raise
         self._depth.n = depth + 1
         return True
@@ -282,11 +300,26 @@ class WriterLock:
     def release(self) -> None:
         depth = self._depth.n - 1
         self._depth.n = depth
-        try:
-            if depth == 0:
-                fcntl.flock(self._file(), fcntl.LOCK_UN)
-        finally:
+        if depth:
             self._local.release()
+            return
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """The outermost release: free the lock, then tell those waiting for it."""
+        with self._owner_lock:
+            self._owner = None
+            waiting, self._on_free = self._on_free, []
+        self._local.release()
+        for callback in waiting:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 — a waiter's failure is not the releaser's
+                with suppress(Exception):
+                    _log.error("writer lock waiter failed", error=repr(exc))
 
     def close(self) -> None:
         with self._local:
