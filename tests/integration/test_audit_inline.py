@@ -141,10 +141,11 @@ async def test_usage_due_is_counted_in_the_loops_own_commit(sqlite_url: str, mon
     from sqlalchemy import select
 
     import tether.audit.log as audit_log
+    from tether.store.schema.audit import audit_content
     from tether.store.schema.gateway import task_usage
 
     db = _db(sqlite_url)
-    log = AuditLog(db, digest_key=b"k" * 32)
+    log = AuditLog(db, digest_key=b"k" * 32, content_key=b"c" * 32)
     told: list[tuple[int, dict[str, int]]] = []
     log.usage_sink = lambda _usage, totals: told.extend((totals or {}).values())
 
@@ -160,10 +161,13 @@ async def test_usage_due_is_counted_in_the_loops_own_commit(sqlite_url: str, mon
             row = conn.execute(select(task_usage.c["items"], task_usage.c.updated_seq)).one()
         assert tuple(row) == (2, r1.seq)  # counted with the first record, in its commit
         assert told == [(r1.seq, {"items": 2, "bytes": 0, "calls": 0, "external_recipients": 0})]
-        monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.0)  # … now it is: the next commit counts both
+        monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.0)  # … now it is
+        log.store_content(r1.id, {"note": "a commit of content alone counts nothing, and loses nothing"})
+        await asyncio.sleep(0.05)
         r3 = await log.record(Event(type="tool.completed", task_id="tsk_u"), usage=("tsk_u", {"items": 5}))
-        with db.read() as conn:
+        with db.read() as conn:  # the next commit with events counts what was left and its own
             assert tuple(conn.execute(select(task_usage.c["items"], task_usage.c.updated_seq)).one()) == (10, r3.seq)
+            assert conn.execute(select(audit_content.c.event_id)).scalars().all() == [r1.id]
         assert told[-1] == (r3.seq, {"items": 10, "bytes": 0, "calls": 0, "external_recipients": 0})
     finally:
         monkeypatch.undo()

@@ -414,7 +414,7 @@ class AuditLog:
         # On the loop, usage due to be counted is counted in this very transaction: the writer thread would
         # hold the write lock for a transaction of its own while it waits for the GIL the loop holds, and
         # every inline commit meanwhile would have to go to the thread.
-        earlier = self._take_due() if here is not None and (usage or self._uncounted) else None
+        earlier = self._take_due() if here is not None and events and (usage or self._uncounted) else None
         counting = merge(earlier + usage) if earlier is not None else None
         totals: dict[str, Totals] | None = None
         try:
@@ -425,7 +425,7 @@ class AuditLog:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
                     cur.executemany(_CONTENT_PG, content)
-                if counting and records:
+                if counting:
                     totals = add_usage(cur, postgres=postgres, seq=records[-1].seq, deltas=counting)
         except Exception as exc:  # every waiter learns the batch failed; the writer lives on
             if earlier:  # committed before: counted later, by whoever counts next
