@@ -32,6 +32,7 @@ log = get_logger("tether.gateway.mcp")
 _RAW: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 Key = tuple[str, str, str]  # (server, person, task)
 Slot = tuple[str, str, str, int]  # a key's session number `n` (see ServerSpec.sessions_per_task)
+_STARTING = 1 << 20  # the load `_slot` gives a session still starting
 #: (task_id, person_id) → headers to add to a URL upstream's requests (credential injection)
 HeaderSource = Callable[[ServerSpec, str, str], Awaitable[Mapping[str, str]]]
 
@@ -313,24 +314,21 @@ class UpstreamPool:
             self._starting.pop(at, None)
 
     def _slot(self, key: Key, n: int) -> int:
-        """The session a tool call of `key` goes to: an idle one, else a new one (fewer than n open), else the
-        least busy. A session still starting counts as busy with what waits for it."""
+        """The session a tool call of `key` goes to: an idle one, else a new one (while fewer than n are
+        open), else the least busy; one still starting is joined only when nothing open is less busy."""
         best, load, free = 0, -1, -1
         for i in range(n):
             at = (*key, i)
             s = self._sessions.get(at)
-            if s is None or s.dead:
-                if at in self._starting:
-                    busy = 1 << 20  # join it only when nothing else is open
-                elif free < 0:
-                    free = i
-                    continue
-                else:
-                    continue
-            else:
-                busy = s.inflight
-                if busy == 0:
+            if s is not None and not s.dead:
+                if s.inflight == 0:
                     return i
+                busy = s.inflight
+            elif at in self._starting:
+                busy = _STARTING
+            else:
+                free = i if free < 0 else free
+                continue
             if load < 0 or busy < load:
                 best, load = i, busy
         return free if free >= 0 else best
