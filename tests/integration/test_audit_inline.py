@@ -161,7 +161,10 @@ async def test_usage_due_is_counted_in_the_loops_own_commit(sqlite_url: str, mon
             row = conn.execute(select(task_usage.c["items"], task_usage.c.updated_seq)).one()
         assert tuple(row) == (2, r1.seq)  # counted with the first record, in its commit
         assert told == [(r1.seq, {"items": 2, "bytes": 0, "calls": 0, "external_recipients": 0})]
-        monkeypatch.setattr(audit_log, "COUNT_EVERY", 0.0)  # … now it is
+        # … now it is, for the loop (past COUNT_EVERY) but not yet for the thread (2 × COUNT_EVERY, for when the
+        # loop has gone quiet): it still holds the second record's deltas and counts them only if the loop does not
+        monkeypatch.setattr(audit_log, "COUNT_EVERY", 1.0)
+        log._counted_at = time.monotonic() - 1.5
         log.store_content(r1.id, {"note": "a commit of content alone counts nothing, and loses nothing"})
         await asyncio.sleep(0.05)
         r3 = await log.record(Event(type="tool.completed", task_id="tsk_u"), usage=("tsk_u", {"items": 5}))
@@ -186,9 +189,11 @@ async def test_records_wait_for_the_writer_thread_then_commit_on_the_loop(
     log = AuditLog(db, digest_key=b"k" * 32)
     where: dict[str, str] = {}
     real = chain.append_raw
+    inside = threading.Event()
 
     def slow_on_the_thread(cur: object, *, postgres: bool, events: list[Event]) -> object:
         if threading.current_thread().name == "tether-audit-writer":
+            inside.set()
             time.sleep(0.3)
         for e in events:
             where[e.type] = threading.current_thread().name
@@ -200,7 +205,7 @@ async def test_records_wait_for_the_writer_thread_then_commit_on_the_loop(
         off_loop = asyncio.get_running_loop().run_in_executor(
             None, log.record_sync, [Event(type="thread.first", task_id="tsk_w")]
         )
-        await asyncio.sleep(0.1)  # the writer thread is inside its commit now
+        assert await asyncio.to_thread(inside.wait, 10)  # the writer thread is inside its commit now
         receipt = await asyncio.wait_for(log.record(Event(type="loop.second", task_id="tsk_w")), 10)
         first = (await off_loop)[0]
         assert where == {"thread.first": "tether-audit-writer", "loop.second": threading.current_thread().name}

@@ -226,3 +226,22 @@ def test_usage_is_counted_soon_without_more_traffic(
     assert _usage(b).of("tsk_9")["items"] == 10
     with a.db.read() as conn:
         assert conn.execute(select(task_usage.c["items"]).where(task_usage.c.task_id == "tsk_9")).scalar_one() == 10
+
+
+def test_a_count_of_an_older_batch_made_later_still_reaches_the_pollers(pair: tuple[Services, Services]) -> None:
+    """Counts run apart from the commits they count: one process may count a batch committed at an older seq
+    after another counted a newer one. Its stamp still rises past every earlier stamp, so the poll sees it."""
+    from tether.store.usage import add_usage
+
+    a, b = pair
+    asyncio.run(_usage(b).ensure("tsk_old"))
+    _usage(b).poll()  # the watermark
+    postgres = not a.db.is_sqlite
+    with a.db.raw_write() as cur:
+        add_usage(cur, postgres=postgres, seq=100, deltas={"tsk_other": {"items": 1}})
+    assert _usage(b).poll() == 1  # the watermark is now at that stamp
+    with a.db.raw_write() as cur:
+        stamped = add_usage(cur, postgres=postgres, seq=50, deltas={"tsk_old": {"items": 7}})
+    assert stamped["tsk_old"][0] > 100
+    assert _usage(b).poll() == 1
+    assert _usage(b).of("tsk_old")["items"] == 7

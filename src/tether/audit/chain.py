@@ -19,11 +19,9 @@ from sqlalchemy import Connection, select, text
 from tether.audit.model import GENESIS_HASH, Event, Record
 from tether.canon import canonical, canonical_fast, orjson_is_canonical
 from tether.entropy import random_bytes
+from tether.store.db import CHAIN_LOCK_KEY  # the chain sequencer's advisory lock on PostgreSQL
 from tether.store.schema.audit import audit_events
 from tether.types import encode_id, rfc3339, utcnow
-
-#: Advisory lock key for the chain sequencer on PostgreSQL ("tether-audit" as int64).
-CHAIN_LOCK_KEY = 0x7465746865726175
 
 
 def event_id() -> str:

@@ -39,6 +39,8 @@ BACKSTOP_PAGES = 20_000
 RESTART_FRAMES = 2_000
 #: how long a SQLite writer waits for a lock another connection holds
 BUSY_TIMEOUT_MS = 30_000
+#: PostgreSQL advisory lock ("tether-audit" as int64) serialising chain appends and usage stamps
+CHAIN_LOCK_KEY = 0x7465746865726175
 
 
 class Busy(Unavailable):

@@ -1,11 +1,11 @@
 """Per-task usage counters in the database: the ledger every server process adds to.
 
-The audit writer calls `add_usage` inside its batch transaction (after the chain rows), so a
-call's counters are committed exactly when its events are, and the totals it returns are the
-whole service's, not one process's. Each row remembers the audit seq of the batch that last
-changed it (`updated_seq`, rising with the chain across processes), so a process can ask for
-the rows other processes changed since it last looked (`changed_since`) and never mistake an
-older reading for a newer one. `load_usage` reads one task the first time a process sees it.
+The audit writer adds committed deltas with `add_usage` (inside the commit that finds a count due,
+or in a transaction of its own), and the totals it returns are the whole service's, not one
+process's. Each row carries a stamp (`updated_seq`): the audit seq the count was made at, raised
+past every earlier stamp so stamps only rise across processes. A process can then ask for the rows
+other processes changed since it last looked (`changed_since`) and never mistake an older reading
+for a newer one. `load_usage` reads one task the first time a process sees it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tether.store.db import Database
+from tether.store.db import CHAIN_LOCK_KEY, Database
 from tether.store.schema.gateway import task_usage
 
 #: the counters, in column order (policies read them as `context.task.usage.<name>`)
@@ -25,6 +25,7 @@ COUNTERS = ("items", "bytes", "calls", "external_recipients")
 Totals = tuple[int, dict[str, int]]
 
 _COLUMNS = "task_id, " + ", ".join(COUNTERS) + ", updated_seq"
+_TOP = "SELECT max(updated_seq) FROM task_usage"
 _UPDATE = ", ".join(f"{c} = task_usage.{c} + excluded.{c}" for c in COUNTERS) + ", updated_seq = excluded.updated_seq"
 
 
@@ -37,9 +38,22 @@ def _totals(row: Sequence[Any]) -> Totals:
 
 
 def add_usage(cur: Any, *, postgres: bool, seq: int, deltas: Mapping[str, Mapping[str, int]]) -> dict[str, Totals]:
-    """Add `deltas` (task → counter → amount) in the batch ending at audit `seq`; each task's new totals."""
+    """Add `deltas` (task → counter → amount) committed up to audit `seq`; each task's new totals.
+
+    The rows are stamped with `seq`, or with one past the newest stamp if that is higher: stamps only
+    ever rise, so a process polling for rows stamped above the newest it has seen misses no change.
+    (Counts run apart from the commits they count: a count stamped with an older batch's seq after a
+    newer batch was counted would fall below the pollers' mark and go unseen.) On PostgreSQL the count
+    takes the chain's advisory lock, so stamps are taken and committed one count at a time, as on
+    SQLite under its write lock.
+    """
     if not deltas:
         return {}
+    if postgres:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK_KEY,))
+    cur.execute(_TOP)
+    top = cur.fetchone()
+    seq = max(seq, int(top[0] or 0) + 1 if top is not None else 1)
     mark = "%s" if postgres else "?"
     row = "(" + ", ".join([mark] * (2 + len(COUNTERS))) + ")"
     tasks = sorted(deltas)
