@@ -63,6 +63,29 @@ async def _record_while_held(
     return receipt, ticks, was_released
 
 
+def _committing_threads(
+    monkeypatch: pytest.MonkeyPatch, *, writer_inside: threading.Event | None = None
+) -> dict[str, str]:
+    """Each recorded event's type → the thread that chained it. With `writer_inside`, the writer thread sets it
+    and then stalls 0.3 s inside its commit, holding the write lock."""
+    from tether.audit import chain
+
+    where: dict[str, str] = {}
+    real = chain.append_raw
+
+    def noted(cur: object, *, postgres: bool, events: list[Event]) -> object:
+        name = threading.current_thread().name
+        if writer_inside is not None and name == "tether-audit-writer":
+            writer_inside.set()
+            time.sleep(0.3)
+        for e in events:
+            where[e.type] = name
+        return real(cur, postgres=postgres, events=events)
+
+    monkeypatch.setattr(chain, "append_raw", noted)
+    return where
+
+
 async def test_records_of_one_turn_of_the_loop_share_one_commit(sqlite_url: str) -> None:
     db = _db(sqlite_url)
     commits: list[int] = []
@@ -183,23 +206,10 @@ async def test_records_wait_for_the_writer_thread_then_commit_on_the_loop(
 ) -> None:
     """While this process's writer thread holds the write lock, the loop's records are not handed to it (it would
     hold the lock longer still, waiting for the GIL): they wait, and are committed on the loop once it lets go."""
-    from tether.audit import chain
-
     db = _db(sqlite_url)
     log = AuditLog(db, digest_key=b"k" * 32)
-    where: dict[str, str] = {}
-    real = chain.append_raw
     inside = threading.Event()
-
-    def slow_on_the_thread(cur: object, *, postgres: bool, events: list[Event]) -> object:
-        if threading.current_thread().name == "tether-audit-writer":
-            inside.set()
-            time.sleep(0.3)
-        for e in events:
-            where[e.type] = threading.current_thread().name
-        return real(cur, postgres=postgres, events=events)
-
-    monkeypatch.setattr(chain, "append_raw", slow_on_the_thread)
+    where = _committing_threads(monkeypatch, writer_inside=inside)
     try:
         await log.start()
         off_loop = asyncio.get_running_loop().run_in_executor(
@@ -221,19 +231,10 @@ async def test_records_wait_for_any_thread_of_this_process_holding_the_lock(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same for another of this process's writers (the checkpoint signer, a write from a worker thread)."""
-    from tether.audit import chain
-
     db = _db(sqlite_url)
     log = AuditLog(db, digest_key=b"k" * 32)
     held, release = threading.Event(), threading.Event()
-    where: list[str] = []
-    real = chain.append_raw
-
-    def noted(cur: object, *, postgres: bool, events: list[Event]) -> object:
-        where.append(threading.current_thread().name)
-        return real(cur, postgres=postgres, events=events)
-
-    monkeypatch.setattr(chain, "append_raw", noted)
+    where = _committing_threads(monkeypatch)
 
     def other_writer() -> None:
         with db.write():
@@ -250,7 +251,7 @@ async def test_records_wait_for_any_thread_of_this_process_holding_the_lock(
         release.set()
         receipt = await asyncio.wait_for(pending, 10)
         assert receipt.seq == 1
-        assert where == [threading.current_thread().name]  # committed on the loop, not handed to the thread
+        assert where == {"loop.first": threading.current_thread().name}  # committed on the loop, not by the thread
     finally:
         release.set()
         worker.join(10)

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,95 +110,90 @@ def _outside_writer(path: Path) -> sqlite3.Connection:
     return other
 
 
-def test_durable_raw_writes_keep_one_connection_off_the_pool(tmp_path: Path) -> None:
-    """The audit writer's transactions reuse one connection: no pool checkout, and dispose() closes it."""
+@pytest.fixture
+def table_db(tmp_path: Path) -> Iterator[Database]:
+    """A SQLite database with a table `t (x INTEGER UNIQUE)`, made by a durable raw write (a kept connection)."""
     db = Database(f"sqlite:///{tmp_path / 'k.db'}")
     try:
         with db.raw_write() as cur:
-            cur.execute("CREATE TABLE t (x INTEGER)")
-        first = db._kept[True].conn
-        for i in range(3):
-            with db.raw_write() as cur:
-                cur.execute("INSERT INTO t VALUES (?)", (i,))
-        assert db._kept[True].conn is first
-        assert db.engine.pool.checkedout() == 0
-        with db.read() as conn:
-            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 3
+            cur.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+        yield db
     finally:
         db.dispose()
+
+
+def _xs(db: Database) -> list[int]:
+    with db.read() as conn:
+        return list(conn.execute(text("SELECT x FROM t ORDER BY x")).scalars())
+
+
+def test_durable_raw_writes_keep_one_connection_off_the_pool(table_db: Database) -> None:
+    """The audit writer's transactions reuse one connection: no pool checkout, and dispose() closes it."""
+    db = table_db
+    first = db._kept[True].conn
+    for i in range(3):
+        with db.raw_write() as cur:
+            cur.execute("INSERT INTO t VALUES (?)", (i,))
+    assert db._kept[True].conn is first
+    assert db.engine.pool.checkedout() == 0
+    assert _xs(db) == [0, 1, 2]
+    db.dispose()
     assert db._kept == {}
     with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open on the file
         first.execute("SELECT 1")
 
 
-def test_a_failed_transaction_on_the_kept_connection_leaves_nothing_and_it_serves_on(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
-    try:
+def test_a_failed_transaction_on_the_kept_connection_leaves_nothing_and_it_serves_on(table_db: Database) -> None:
+    db = table_db
+
+    def write(*rows: int, fail: bool = False) -> None:
         with db.raw_write() as cur:
-            cur.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+            for x in rows:
+                cur.execute("INSERT INTO t VALUES (?)", (x,))
+            if fail:
+                raise RuntimeError("the caller failed half-way")
 
-        def write(*rows: int, fail: bool = False) -> None:
-            with db.raw_write() as cur:
-                for x in rows:
-                    cur.execute("INSERT INTO t VALUES (?)", (x,))
-                if fail:
-                    raise RuntimeError("the caller failed half-way")
-
-        with pytest.raises(RuntimeError):
-            write(1, fail=True)
-        with pytest.raises(Unavailable):  # a database error: the connection is replaced
-            write(2, 2)
-        assert True not in db._kept
-        with db.raw_write() as cur:
-            cur.execute("INSERT INTO t VALUES (3)")
-        with db.read() as conn:
-            assert conn.execute(text("SELECT x FROM t")).scalars().all() == [3]
-    finally:
-        db.dispose()
+    with pytest.raises(RuntimeError):
+        write(1, fail=True)
+    with pytest.raises(Unavailable):  # a database error: the connection is replaced
+        write(2, 2)
+    assert True not in db._kept
+    write(3)
+    assert _xs(db) == [3]
 
 
-def test_a_disposed_engine_retires_the_kept_connections(tmp_path: Path) -> None:
+def test_a_disposed_engine_retires_the_kept_connections(table_db: Database) -> None:
     """`engine.dispose()` (a new auto-checkpoint threshold, a database file moved away) reaches them too."""
-    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
-    try:
-        with db.raw_write() as cur:
-            cur.execute("CREATE TABLE t (x INTEGER)")
-        first = db._kept[True].conn
-        db.wal_autocheckpoint = 4321
-        db.engine.dispose()
-        with db.raw_write() as cur:
-            cur.execute("PRAGMA wal_autocheckpoint")
-            assert cur.fetchone()[0] == 4321
-        assert db._kept[True].conn is not first
-    finally:
-        db.dispose()
+    db = table_db
+    first = db._kept[True].conn
+    db.wal_autocheckpoint = 4321
+    db.engine.dispose()
+    with db.raw_write() as cur:
+        cur.execute("PRAGMA wal_autocheckpoint")
+        assert cur.fetchone()[0] == 4321
+    assert db._kept[True].conn is not first
 
 
-def test_only_the_hasty_kept_connection_refuses_to_wait_for_a_lock_held_elsewhere(tmp_path: Path) -> None:
+def test_only_the_hasty_kept_connection_refuses_to_wait_for_a_lock_held_elsewhere(
+    table_db: Database, tmp_path: Path
+) -> None:
     """`wait=False` raises Busy at once; `wait=True`, on its own connection, still waits for the lock."""
-    path = tmp_path / "k.db"
-    db = Database(f"sqlite:///{path}")
-    try:
-        with db.raw_write() as cur:
-            cur.execute("CREATE TABLE t (x INTEGER)")
-        with db.raw_write(wait=False) as cur:
-            cur.execute("INSERT INTO t VALUES (1)")
-        other = _outside_writer(path)
-        started = time.monotonic()
-        with pytest.raises(Busy), db.raw_write(wait=False) as cur:
-            cur.execute("INSERT INTO t VALUES (2)")
-        assert time.monotonic() - started < 1.0
-        threading.Timer(0.3, other.rollback).start()
-        with db.raw_write() as cur:  # waits the 0.3 s, then commits
-            cur.execute("INSERT INTO t VALUES (3)")
-        assert time.monotonic() - started >= 0.3
-        other.close()
-        with db.raw_write(wait=False) as cur:  # the hasty connection survived its Busy
-            cur.execute("INSERT INTO t VALUES (4)")
-        with db.read() as conn:
-            assert conn.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 3, 4]
-    finally:
-        db.dispose()
+    db = table_db
+    with db.raw_write(wait=False) as cur:
+        cur.execute("INSERT INTO t VALUES (1)")
+    other = _outside_writer(tmp_path / "k.db")
+    started = time.monotonic()
+    with pytest.raises(Busy), db.raw_write(wait=False) as cur:
+        cur.execute("INSERT INTO t VALUES (2)")
+    assert time.monotonic() - started < 1.0
+    threading.Timer(0.3, other.rollback).start()
+    with db.raw_write() as cur:  # waits the 0.3 s, then commits
+        cur.execute("INSERT INTO t VALUES (3)")
+    assert time.monotonic() - started >= 0.3
+    other.close()
+    with db.raw_write(wait=False) as cur:  # the hasty connection survived its Busy
+        cur.execute("INSERT INTO t VALUES (4)")
+    assert _xs(db) == [1, 3, 4]
 
 
 def test_when_free_calls_back_once_another_thread_of_this_process_lets_go(tmp_path: Path) -> None:

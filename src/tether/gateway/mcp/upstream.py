@@ -69,10 +69,9 @@ class UpstreamSession:
     """One live MCP session; its transport and ClientSession live in one runner task."""
 
     def __init__(self, spec: ServerSpec, key: Key, headers: HeaderSource | None,
-                 on_notification: Callable[[str, Any], None] | None = None, slot: int = 0) -> None:  # fmt: skip
+                 on_notification: Callable[[str, Any], None] | None = None) -> None:  # fmt: skip
         self.spec = spec
         self.key = key
-        self.slot = slot
         self.headers = headers
         self.on_notification = on_notification
         self.session: Any = None
@@ -300,7 +299,7 @@ class UpstreamPool:
             spec = self.servers[key[0]]
             if sum(1 for k in self._sessions if k[0] == key[0]) >= spec.max_sessions:
                 await self._evict_oldest(key[0])
-            s = UpstreamSession(spec, key, self.headers, self.on_notification, slot)
+            s = UpstreamSession(spec, key, self.headers, self.on_notification)
             await s.start()
             self._sessions[at] = s
             fut.set_result(s)
