@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_TOKEN_LIFETIME = 3600
+MAX_TASK_LIFETIME = 86400
 
 
 class Settings(BaseSettings):
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
         None, description="Base URL clients reach Tether at; also the OAuth issuer. Default http://host:port."
     )
     token_lifetime: int = Field(300, ge=10, le=MAX_TOKEN_LIFETIME, description="Task token lifetime, seconds.")
-    task_lifetime: int = Field(3600, ge=60, le=86400, description="A task's own maximum lifetime, seconds.")
+    task_lifetime: int = Field(3600, ge=60, le=MAX_TASK_LIFETIME, description="A task's own maximum lifetime, seconds.")
     policy_dir: Path | None = Field(None, description="Cedar policy bundle directory. Default: the shipped pack.")
     gateway_config: Path | None = Field(None, description="Gateway config (upstreams, catalogs, route maps), YAML.")
     master_key: SecretStr | None = Field(None, description="Vault master key (base64, 32 bytes). Default: key file.")
@@ -100,4 +101,4 @@ class Settings(BaseSettings):
         return out
 
 
-__all__ = ["MAX_TOKEN_LIFETIME", "Settings"]
+__all__ = ["MAX_TASK_LIFETIME", "MAX_TOKEN_LIFETIME", "Settings"]

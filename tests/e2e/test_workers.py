@@ -71,6 +71,27 @@ def test_an_mcp_session_opened_on_one_worker_works_on_the_other(demo: dict[str, 
         assert r.json()["result"]["isError"] is False
 
 
+def test_an_mcp_session_ended_on_one_worker_is_refused_by_every_worker(demo: dict[str, str]) -> None:
+    """MCP: once a session is ended (DELETE) the server answers 404 for its id, whichever worker takes the
+    request. A worker learns of the end with its revocation watcher, inside the bound that also holds for
+    revoked tokens (STALE_SECONDS: past it a worker that has not read the table refuses every token)."""
+    from tether.tokens.revocation import STALE_SECONDS
+
+    base = demo["base"]
+    token = exchange(demo, "mcp:read", base + "/mcp", "a session to end")
+    auth = {"Authorization": f"Bearer {token}"}
+    init = fresh("POST", base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                 headers=auth)  # fmt: skip
+    sid = init.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    assert fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json=listing).status_code == 200
+    assert fresh("DELETE", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}).status_code == 200
+    time.sleep(STALE_SECONDS + 0.5)
+    codes = [fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json=listing).status_code
+             for _ in range(20)]  # fmt: skip
+    assert codes == [404] * 20
+
+
 def test_a_task_budget_holds_across_workers(demo: dict[str, str]) -> None:
     """25 messages a page: pages are allowed until the task has read 500 items, on whichever worker;
     from then on (once the workers have polled), every page waits for approval, on every worker."""

@@ -265,6 +265,81 @@ async def test_session_ids_are_signed_so_any_process_accepts_them_and_nobody_for
         assert r.status_code == 404
 
 
+async def test_a_session_ended_on_one_process_is_refused_by_the_others(world: World) -> None:
+    """DELETE records the end in the revocations table, so another process (its own revocation state, fed
+    from the database by its watcher) refuses the id as well: cached or verified afresh. Until its watcher
+    reads the row it still accepts it, as it would a revoked token (the poll interval bounds both)."""
+    from tether.store.tokens import SqlTokenStore
+    from tether.tokens import EndedSessions, RevocationState, RevocationWatcher
+
+    gw = world.gateway
+    store = SqlTokenStore(world.services.db)
+    elsewhere = RevocationState()
+    watcher = RevocationWatcher(store, elsewhere)
+    watcher.refresh()
+    here = gw._ended_anywhere
+    there = EndedSessions(store, elsewhere)
+    auth = {"Authorization": f"Bearer {world.token()}"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    async def listed(sid: str, ended: Any) -> int:
+        gw._ended_anywhere = ended
+        gw._ended.clear()  # what this process ended by itself: nothing, in the other one
+        r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": sid})
+        return r.status_code
+
+    async with httpx.AsyncClient() as h:
+        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                            headers=auth)  # fmt: skip
+        sid = init.headers["mcp-session-id"]
+        assert await listed(sid, there) == 200
+        gw._ended_anywhere = here
+        r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
+        assert r.status_code == 200
+        assert await listed(sid, here) == 404
+        assert await listed(sid, there) == 200  # the other process has not read the row yet (and caches the id)
+        watcher.refresh()
+        assert await listed(sid, there) == 404  # cached there: refused once the row is read
+        gw.sessions.clear()
+        assert await listed(sid, there) == 404  # verified afresh: refused too
+        fresh = RevocationState()  # a process started after the DELETE loads it at once
+        RevocationWatcher(store, fresh).refresh()
+        assert await listed(sid, EndedSessions(store, fresh)) == 404
+        gw._ended_anywhere = here
+
+
+async def test_a_session_end_that_cannot_be_recorded_ends_nothing(world: World) -> None:
+    """If the end cannot be recorded for every process, DELETE says so (503) and the session lives on whole,
+    so the client may try again; it is never ended on one process and alive on the others."""
+
+    class Unwritable:
+        def ended(self, key: str) -> bool:
+            return False
+
+        def end(self, key: str) -> None:
+            raise OSError("database unavailable")
+
+    gw = world.gateway
+    here = gw._ended_anywhere
+    auth = {"Authorization": f"Bearer {world.token()}"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with httpx.AsyncClient() as h:
+        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                            headers=auth)  # fmt: skip
+        sid = init.headers["mcp-session-id"]
+        gw._ended_anywhere = Unwritable()
+        try:
+            r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
+            assert r.status_code == 503
+            assert "try again" in r.text
+            r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": sid})
+            assert r.status_code == 200
+        finally:
+            gw._ended_anywhere = here
+        r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
+        assert r.status_code == 200
+
+
 async def test_browser_origin_not_on_the_allowlist_gets_403(world: World) -> None:
     """DNS rebinding: a page on another origin cannot drive /mcp even with a token."""
     async with httpx.AsyncClient() as h:

@@ -251,6 +251,17 @@ def _build_tokens(services: Services) -> None:
     services.ready_checks["keys"] = lambda: keyring.ready() and state.fresh()
 
 
+def _ended_sessions(services: Services) -> Any:
+    """MCP sessions ended with DELETE, shared through the revocations table (None without the token service)."""
+    from tether.store.tokens import SqlTokenStore
+    from tether.tokens import EndedSessions
+
+    verifier = services.verifier
+    if verifier is None:
+        return None
+    return EndedSessions(SqlTokenStore(services.db), verifier.revocations)
+
+
 def _build_credentials(services: Services) -> None:
     """Credential vault (envelope encryption under the master key) as `extras["vault"]`."""
     from tether.credentials import Vault
@@ -370,7 +381,7 @@ def _build_mcp_gateway(services: Services) -> None:
     gateway = McpGateway(
         load_config(settings.gateway_config), base_url=settings.base_url, verifier=lambda: services.verifier,
         enforcer=lambda: services.enforcer, pins=SqlPinStore(services.db), headers=headers, metrics=services.metrics,
-        secrets=secrets, session_key=session_key,
+        secrets=secrets, session_key=session_key, ended=_ended_sessions(services),
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))

@@ -164,10 +164,16 @@ class SqlTokenRepo:
         r = self.conn.execute(select(revocations.c.kind, revocations.c.reason).where(or_(*conds)).limit(1)).first()
         return None if r is None else f"{r.kind} revoked ({r.reason})"
 
-    def revocations_after(self, seq: int, since: datetime) -> list[RevocationRow]:
+    def revocations_after(
+        self, seq: int, since: datetime, *, sessions_since: datetime | None = None
+    ) -> list[RevocationRow]:
+        """Rows past `seq` made since `since`; ended MCP sessions (kind `mcp_session`) since `sessions_since`."""
+        recent = revocations.c.created_at >= since
+        if sessions_since is not None:
+            recent = or_(recent, and_(revocations.c.kind == "mcp_session", revocations.c.created_at >= sessions_since))
         q = (
             select(revocations.c.seq, revocations.c.kind, revocations.c.subject_id, revocations.c.created_at)
-            .where(revocations.c.seq > seq, revocations.c.created_at >= since)
+            .where(revocations.c.seq > seq, recent)
             .order_by(revocations.c.seq)
         )
         return [RevocationRow(int(r.seq), r.kind, r.subject_id, r.created_at) for r in self.conn.execute(q)]

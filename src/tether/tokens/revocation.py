@@ -7,6 +7,11 @@ NOTIFYs); it also polls every `poll_seconds` on both backends, which is how SQLi
 how the watermark is *confirmed*. A verifier whose watermark is older than `STALE_SECONDS`
 fails closed.
 
+The same table carries the MCP sessions ended with DELETE (kind `mcp_session`, subject the
+SHA-256 of the session id): a session id is signed, not stored, so every process would otherwise
+accept it again. A session lives no longer than its task, so those rows are kept for
+SESSION_HORIZON (the longest task plus the longest token) instead of HORIZON.
+
 Sequence gaps: on PostgreSQL two writers may commit seq 6 before seq 5. A seq missing below
 the highest seen is remembered as a gap and re-read until it appears or `GAP_SECONDS` pass
 (a rolled-back insert leaves a permanent gap).
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from tether.config import MAX_TOKEN_LIFETIME
+from tether.config import MAX_TASK_LIFETIME, MAX_TOKEN_LIFETIME
 from tether.log import get_logger
 from tether.tokens.ports import RevocationRow, TokenStore
 from tether.types import utcnow
@@ -34,6 +39,9 @@ CONFIRM_WAIT_SECONDS = 0.5
 GAP_SECONDS = 30.0
 #: revocations older than this cannot touch a live token
 HORIZON = timedelta(seconds=MAX_TOKEN_LIFETIME + 120)
+#: ended MCP sessions older than this cannot touch a live one (a session dies with its task)
+SESSION_HORIZON = timedelta(seconds=MAX_TASK_LIFETIME + MAX_TOKEN_LIFETIME + 120)
+SESSION_KIND = "mcp_session"
 CHANNEL = "tether_revocations"
 
 
@@ -47,6 +55,8 @@ class RevocationState:
         self.person: dict[str, float] = {}
         self.agent: dict[str, float] = {}
         self.delegation: dict[str, float] = {}
+        #: SHA-256 (hex) of MCP session ids ended with DELETE → when
+        self.session: dict[str, float] = {}
         self.confirmed_at = float("-inf")  # time.monotonic() of the last successful read
         self.watermark = 0
         #: set by a running watcher: reads the table now (so a starved watcher thread does not fail calls)
@@ -106,14 +116,17 @@ class RevocationState:
                 keyring = True
                 continue
             table = {"jti": self.jti, "task": self.task, "person": self.person, "agent": self.agent,
-                     "delegation": self.delegation}.get(r.kind)  # fmt: skip
+                     "delegation": self.delegation, SESSION_KIND: self.session}.get(r.kind)  # fmt: skip
             if table is not None and table.get(r.subject_id, float("-inf")) < ts:
                 table[r.subject_id] = ts
         return keyring
 
-    def prune(self, older_than: float) -> None:
-        for table in (self.jti, self.task, self.person, self.agent, self.delegation):
-            stale = [k for k, ts in table.items() if ts < older_than]
+    def prune(self, older_than: float, sessions_older_than: float | None = None) -> None:
+        """Forget revocations from before `older_than` (ended sessions: before `sessions_older_than`)."""
+        tables = [(t, older_than) for t in (self.jti, self.task, self.person, self.agent, self.delegation)]
+        tables.append((self.session, older_than if sessions_older_than is None else sessions_older_than))
+        for table, before in tables:
+            stale = [k for k, ts in table.items() if ts < before]
             for k in stale:
                 del table[k]
 
@@ -196,9 +209,9 @@ class RevocationWatcher:
     def _refresh(self) -> None:
         s = self.state
         low = min(self._gaps) - 1 if self._gaps else s.watermark
-        since = self.clock() - HORIZON
+        now = self.clock()
         with self.store.read() as repo:
-            rows = repo.revocations_after(low, since)
+            rows = repo.revocations_after(low, now - HORIZON, sessions_since=now - SESSION_HORIZON)
         now_m = time.monotonic()
         for r in rows:
             self._gaps.pop(r.seq, None)
@@ -210,7 +223,7 @@ class RevocationWatcher:
         self._gaps = {k: t for k, t in self._gaps.items() if now_m - t < GAP_SECONDS}
         reload_keys = s.apply(rows)
         if now_m - self._last_prune > 60:
-            s.prune((self.clock() - HORIZON).timestamp())
+            s.prune((now - HORIZON).timestamp(), (now - SESSION_HORIZON).timestamp())
             self._last_prune = now_m
             reload_keys = True  # also drops retired keys whose last token has expired from the JWKS
         if reload_keys and self.on_keyring is not None:
@@ -246,4 +259,31 @@ class RevocationWatcher:
                 self._stop.wait(0.5)
 
 
-__all__ = ["CHANNEL", "CONFIRM_RETRY_SECONDS", "HORIZON", "STALE_SECONDS", "RevocationState", "RevocationWatcher"]
+class EndedSessions:
+    """MCP sessions ended with DELETE, as every process of the deployment sees them (the `revocations` table).
+
+    Keys are the SHA-256 (hex) of the session ids. `end` records one and returns once it is committed (a
+    database write: call it off the event loop); `ended` reads this process's RevocationState, which the
+    watcher keeps current, so other processes refuse the session within the watcher's poll interval, as
+    they refuse a revoked token.
+    """
+
+    def __init__(self, store: TokenStore, state: RevocationState, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.state = state
+        self.clock = clock
+
+    def ended(self, key: str) -> bool:
+        return key in self.state.session
+
+    def end(self, key: str) -> None:
+        now = self.clock()
+        with self.store.write() as repo:
+            repo.add_revocation(SESSION_KIND, key, "MCP session ended (DELETE)", now)
+        self.state.session[key] = now.timestamp()
+
+
+__all__ = [
+    "CHANNEL", "CONFIRM_RETRY_SECONDS", "HORIZON", "SESSION_HORIZON", "SESSION_KIND", "STALE_SECONDS", "EndedSessions",
+    "RevocationState", "RevocationWatcher",
+]  # fmt: skip

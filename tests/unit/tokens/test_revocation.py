@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tether.tokens.ports import RevocationRow
-from tether.tokens.revocation import RevocationState, RevocationWatcher
+from tether.tokens.revocation import HORIZON, SESSION_HORIZON, SESSION_KIND, RevocationState, RevocationWatcher
 
 NOW = datetime.now(UTC)
 
@@ -39,6 +39,34 @@ def test_agent_revocation_spares_tokens_issued_after_it() -> None:
     assert why(s, iat=int(NOW.timestamp()) - 120) == "agent a revoked"
 
 
+def test_ended_sessions_outlive_token_revocations_but_not_the_longest_task() -> None:
+    """An ended MCP session is remembered for SESSION_HORIZON (a session lives as long as its task, past the
+    hour a token lives); everything else for HORIZON."""
+    s = RevocationState()
+    old = NOW - HORIZON - timedelta(minutes=5)
+    s.apply([RevocationRow(1, SESSION_KIND, "k-old", old), RevocationRow(2, "task", "t", old),
+             RevocationRow(3, SESSION_KIND, "k-ancient", NOW - SESSION_HORIZON - timedelta(minutes=1))])  # fmt: skip
+    assert set(s.session) == {"k-old", "k-ancient"}
+    assert why(s) == "task ended"
+    s.prune((NOW - HORIZON).timestamp(), (NOW - SESSION_HORIZON).timestamp())
+    assert set(s.session) == {"k-old"}
+    assert why(s) is None
+    assert not s.task
+    s.prune((NOW - HORIZON).timestamp())  # without a session horizon, sessions age like the rest
+    assert not s.session
+
+
+def test_a_new_watcher_loads_sessions_ended_before_the_token_horizon() -> None:
+    """A process started now still refuses a session ended two hours ago (its task may be alive)."""
+    store = FakeStore()
+    store.rows += [RevocationRow(1, SESSION_KIND, "k", NOW - timedelta(hours=2)),
+                   RevocationRow(2, "task", "t-old", NOW - timedelta(hours=2))]  # fmt: skip
+    state = RevocationState()
+    RevocationWatcher(store, state).refresh()  # type: ignore[arg-type]
+    assert "k" in state.session
+    assert "t-old" not in state.task  # no token of that age is alive to refuse
+
+
 def test_keyring_rows_ask_for_a_reload() -> None:
     """A `keyring` row revokes nothing and signals a key-ring reload."""
     s = RevocationState()
@@ -50,8 +78,15 @@ class FakeRepo:
     def __init__(self, rows: list[RevocationRow]) -> None:
         self.rows = rows
 
-    def revocations_after(self, seq: int, since: datetime) -> list[RevocationRow]:
-        return sorted((r for r in self.rows if r.seq > seq and r.created_at >= since), key=lambda r: r.seq)
+    def revocations_after(
+        self, seq: int, since: datetime, *, sessions_since: datetime | None = None
+    ) -> list[RevocationRow]:
+        def recent(r: RevocationRow) -> bool:
+            return r.created_at >= since or (
+                r.kind == SESSION_KIND and sessions_since is not None and r.created_at >= sessions_since
+            )
+
+        return sorted((r for r in self.rows if r.seq > seq and recent(r)), key=lambda r: r.seq)
 
 
 class FakeStore:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from secrets import token_bytes, token_hex
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -90,6 +90,20 @@ class Downstream:
     agent_id: str
     protocol_version: str
     created: float = field(default_factory=time.monotonic)
+    #: SHA-256 (hex) of the id: how an ended session is known to every process (EndedSessions)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = hashlib.sha256(self.id.encode()).hexdigest()
+
+
+class SessionEnds(Protocol):
+    """Sessions ended with DELETE, shared by every process serving this deployment (tether.tokens.EndedSessions)."""
+
+    def ended(self, key: str) -> bool: ...
+
+    def end(self, key: str) -> None: ...  # a blocking write: run off the event loop
 
 
 @dataclass
@@ -127,6 +141,7 @@ class McpGateway:
         metrics: Any = None,
         secrets: Callable[[str, str, str], tuple[str, ...]] | None = None,
         session_key: bytes | None = None,
+        ended: SessionEnds | None = None,
     ) -> None:
         self.config = config
         #: MACs the session ids: every process with the same key accepts the sessions any of them opened
@@ -148,6 +163,8 @@ class McpGateway:
         #: sessions this process has seen (opened here, or elsewhere and verified here), by id
         self.sessions: dict[str, Downstream] = {}
         self._ended: dict[str, None] = {}  # ids ended (DELETE) here: refused here even though their MAC holds
+        #: ids ended on any process (None: this process only, as in tests that build a gateway alone)
+        self._ended_anywhere = ended
         self._tools: dict[str, ToolList] = {}
         self._pins: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._pins_at = -1e9
@@ -210,6 +227,13 @@ class McpGateway:
             s = self._known(sid)
             if s is None or s.task_id != token.task_id or s.person_id != token.person_id:
                 raise HttpError(404, "no such session")
+            if self._ended_anywhere is not None:
+                # On record first, so every process refuses the id; if that fails the session lives on, whole.
+                try:
+                    await asyncio.to_thread(self._ended_anywhere.end, s.key)
+                except Exception as exc:
+                    log.error("mcp session end not recorded", error=type(exc).__name__)
+                    raise HttpError(503, "the session could not be ended now; try again") from exc
             self.sessions.pop(sid, None)
             self._ended[sid] = None
             if len(self._ended) > MAX_SESSIONS:
@@ -357,9 +381,15 @@ class McpGateway:
         return "mcs_" + payload.decode() + "." + mac.decode()
 
     def _known(self, sid: str) -> Downstream | None:
+        """The live session `sid` names (verified by its MAC), or None: unknown, forged, or ended anywhere."""
         s = self.sessions.get(sid)
-        if s is not None or sid in self._ended or not sid.startswith("mcs_") or len(sid) > 1024:
+        if s is not None:
+            if self._ended_anywhere is not None and self._ended_anywhere.ended(s.key):
+                self.sessions.pop(sid, None)  # ended on another process
+                return None
             return s
+        if sid in self._ended or not sid.startswith("mcs_") or len(sid) > 1024:
+            return None
         payload, _, mac = sid[4:].partition(".")
         good = base64.urlsafe_b64encode(
             hmac.new(self._session_key, payload.encode(), hashlib.sha256).digest()
@@ -373,7 +403,10 @@ class McpGateway:
             return None
         if not all(isinstance(v, str) for v in (version, person, task, agent)) or version not in HANDSHAKE_VERSIONS:
             return None
-        return self._keep(Downstream(sid, person, task, agent, version))
+        s = Downstream(sid, person, task, agent, version)
+        if self._ended_anywhere is not None and self._ended_anywhere.ended(s.key):
+            return None
+        return self._keep(s)
 
     def _keep(self, s: Downstream) -> Downstream:
         if len(self.sessions) >= MAX_SESSIONS:  # a cache: an evicted session is verified again on its next call
