@@ -28,8 +28,6 @@ from secrets import token_bytes, token_hex
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import orjson
-
 from tether import __version__
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
@@ -37,6 +35,7 @@ from tether.errors import TetherError
 from tether.gateway.mcp.catalog import Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, UpstreamPool, UpstreamUnavailable
+from tether.gateway.mcp.wire import dumps
 from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
 
@@ -575,12 +574,12 @@ class McpGateway:
         if not await self._withheld(token, server, method, items):
             return items
         key = self._key(server, token)
-        return [item for item in items if not self._leaks(key, _encoded(item))]
+        return [item for item in items if not self._leaks(key, dumps(item))]
 
     async def _withheld(self, token: Any, server: str, method: str, payload: Any) -> bool:
         """True (and a loud event) when a server's answer holds the credential injected for it."""
         key = self._key(server, token)
-        if self._secrets is None or not self._secrets(*key) or not self._leaks(key, _encoded(payload)):
+        if self._secrets is None or not self._secrets(*key) or not self._leaks(key, dumps(payload)):
             return False
         log.error("credential in an upstream listing: withheld", server=server, method=method)
         try:
@@ -679,7 +678,7 @@ class McpGateway:
         except UpstreamError as exc:
             await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
             raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        body = _encoded(result)
+        body = dumps(result)
         size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
@@ -869,7 +868,7 @@ class McpGateway:
         except UpstreamError as exc:
             await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
             raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        body = _encoded(result)
+        body = dumps(result)
         size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
@@ -955,20 +954,6 @@ def _redact(value: Any, depth: int = 0) -> Any:
     return value
 
 
-#: json.dumps(separators=(",", ":"), ensure_ascii=False) without building its encoder on every call
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _encoded(doc: Any) -> bytes:
-    """`doc` as compact JSON: orjson on the hot path; what it refuses (integers past 64 bits, lone surrogates)
-    by the standard encoder, which keeps it or fails as it always did. NaN and the infinities, which JSON
-    cannot write, become `null`, as JavaScript's `JSON.stringify` writes them."""
-    try:
-        return orjson.dumps(doc)
-    except TypeError:  # orjson.JSONEncodeError
-        return _COMPACT.encode(doc).encode()
-
-
 def _msg(exc: TetherError) -> str:
     return exc.detail
 
@@ -1011,7 +996,7 @@ def _quote(text: str) -> bytes:
 
 
 async def _respond(send: ASGISend, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = b"" if doc is None else _encoded(doc)
+    body = b"" if doc is None else dumps(doc)
     h = [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *(headers or [])]
     if doc is not None:
         h.append((b"content-type", b"application/json"))

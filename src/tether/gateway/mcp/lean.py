@@ -12,15 +12,14 @@ notifications from the client side; server-to-client requests are answered "meth
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 
 from tether.gateway.mcp.config import ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, UpstreamError, UpstreamUnavailable
+from tether.gateway.mcp.wire import dumps, loads
 
 PROTOCOL = "2025-11-25"
 
@@ -69,7 +68,7 @@ class LeanSession:
             msg["params"] = dict(params)
         limit = timeout or self.spec.timeout
         try:
-            async with self.http.post(self.url, data=_dumps(msg), headers=await self._headers(),
+            async with self.http.post(self.url, data=dumps(msg), headers=await self._headers(),
                                       timeout=aiohttp.ClientTimeout(total=limit)) as r:  # fmt: skip
                 if method == "initialize" and r.headers.get("mcp-session-id"):
                     self.session_id = r.headers["mcp-session-id"]
@@ -81,7 +80,7 @@ class LeanSession:
                 if ctype.startswith("text/event-stream"):
                     answer = await self._from_sse(r, rid)
                 else:
-                    answer = _loads(await r.read())
+                    answer = loads(await r.read())
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise UpstreamUnavailable(
                 f"MCP server {self.spec.name} could not be reached: {type(exc).__name__}: {exc}"[:300]
@@ -102,7 +101,7 @@ class LeanSession:
                 data.append(line[5:].lstrip())
             elif line == "" and data:
                 try:
-                    msg = json.loads("\n".join(data))
+                    msg = loads("\n".join(data))
                 except ValueError:
                     msg = None
                 data = []
@@ -115,10 +114,10 @@ class LeanSession:
         if params:
             msg["params"] = dict(params)
         try:
-            async with self.http.post(self.url, data=_dumps(msg), headers=await self._headers(),
+            async with self.http.post(self.url, data=dumps(msg), headers=await self._headers(),
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:  # fmt: skip
                 await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):  # a notification is best effort
             return
 
     async def close(self) -> None:
@@ -131,22 +130,6 @@ class LeanSession:
             pass
         finally:
             await self.http.close()
-
-
-def _dumps(msg: Any) -> bytes:
-    """A request as JSON: orjson, or the standard encoder for what orjson refuses (integers past 64 bits)."""
-    try:
-        return orjson.dumps(msg)
-    except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(msg).encode()
-
-
-def _loads(data: bytes) -> Any:
-    """An answer's JSON: orjson, or the standard parser for what orjson refuses (NaN, lone surrogates, …)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
 
 
 __all__ = ["LeanSession"]
