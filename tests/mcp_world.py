@@ -126,12 +126,14 @@ def write_config(path: Path, servers: Mapping[str, Any], **top: Any) -> Path:
     return path
 
 
-def policy_dir(tmp: Path, repo: Path, allow_all: bool) -> Path:
-    """A Cedar bundle for the real engine: the default pack plus the workspace rule, or allow-all."""
+def policy_dir(tmp: Path, repo: Path, allow_all: bool, extra: str = "") -> Path:
+    """A Cedar bundle for the real engine: the default pack plus the workspace rule, or allow-all (plus `extra`)."""
     from tether.policy.engine import DEFAULT_PACK
 
     d = tmp / "policies"
     d.mkdir()
+    if extra:
+        (d / "95-extra.cedar").write_text(extra)
     if allow_all:
         (d / "allow.cedar").write_text('@id("allow-all")\n@reason("conformance runs allow everything")\n'
                                        "permit (principal, action, resource);\n")  # fmt: skip
@@ -146,7 +148,7 @@ def policy_dir(tmp: Path, repo: Path, allow_all: bool) -> Path:
 
 
 def build_world(tmp: Path, db_url: str, *, servers: Mapping[str, Any] | None = None, allow_all: bool = False,
-                **top: Any) -> Iterator[World]:  # fmt: skip
+                extra_policy: str = "", **top: Any) -> Iterator[World]:  # fmt: skip
     repo = git_repo(tmp / "repo")
     other = git_repo(tmp / "other")
     if servers is None:
@@ -156,8 +158,9 @@ def build_world(tmp: Path, db_url: str, *, servers: Mapping[str, Any] | None = N
         }
     port = free_port()
     config_path = write_config(tmp / "gateway.yaml", servers, **top)
+    policies = policy_dir(tmp, repo, allow_all, extra_policy)
     settings = Settings(data_dir=tmp / "data", database_url=db_url, port=port, public_url=f"http://127.0.0.1:{port}",
-                        gateway_config=config_path, policy_dir=policy_dir(tmp, repo, allow_all))  # fmt: skip
+                        gateway_config=config_path, policy_dir=policies)  # fmt: skip
     services = build_services(settings, migrate=False)
     policy = services.policy
     services.enforcer = Enforcer(policy=policy, audit=services.audit, approvals=services.approvals,

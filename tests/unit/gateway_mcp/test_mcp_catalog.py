@@ -46,6 +46,16 @@ def test_expressions_read_pointers_literals_and_functions() -> None:
         Expr.parse("/missing").evaluate(args)
 
 
+def test_path_refuses_what_the_upstream_would_resolve_on_its_own() -> None:
+    """A relative path means whatever the upstream's working directory makes of it: refused, not guessed."""
+    from tether.gateway.mcp.config import ExpressionError
+
+    for rel in ("repo", "./repo", "../repo", "~/repo"):
+        with pytest.raises(ExpressionError, match="absolute"):
+            Expr.parse("path(/p)").evaluate({"p": rel})
+    assert Expr.parse("path(/p)").evaluate({"p": "//srv//repo/.."}) == "/srv"
+
+
 def test_namespace_off_is_refused_with_two_servers() -> None:
     """Flat tool names are allowed only when no two servers could shadow each other."""
     with pytest.raises(ValidationError, match="only allowed with one server"):

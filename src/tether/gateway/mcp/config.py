@@ -129,8 +129,11 @@ def _apply(func: str, value: Any, source: str) -> Any:
     if func == "path":
         if "\x00" in value or not value:
             raise ExpressionError(f"{source}: not a path")
+        if not value.startswith("/"):
+            # the upstream would resolve it against its own working directory, which the policy cannot see
+            raise ExpressionError(f"{source}: not an absolute path")
         # resolve . and .. lexically so the resource the policy sees is the one the upstream touches
-        return posixpath.normpath(value if value.startswith("/") else "/" + value).replace("//", "/")
+        return posixpath.normpath(value).replace("//", "/")
     if func == "host":
         return (urlsplit(value).hostname or "").lower()
     if func == "domain":

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +33,7 @@ from tether import __version__
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
 from tether.errors import TetherError
-from tether.gateway.mcp.catalog import Mapped, MappingFailed, make_resource, map_call, tool_pin
+from tether.gateway.mcp.catalog import PIN_FIELDS, Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
 from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, UpstreamPool, UpstreamUnavailable
 from tether.gateway.mcp.wire import dumps
@@ -53,6 +54,8 @@ MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
 VISIBILITY_TTL = 5.0
 LEAK_TEXT = "The upstream's answer contained the credential the gateway injects for this server; it was withheld"
+BAD_TEXT = "The upstream's answer holds text that is not valid Unicode; it can be neither relayed nor recorded"
+MAX_NAME = 512  # of a tool name in a record of a refusal
 SECRETISH = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential)", re.I)
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -116,6 +119,20 @@ class ToolList:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _not_json(name: str) -> Any:
+    """`NaN`, `Infinity` and `-Infinity` are not JSON (RFC 8259), though Python's parser reads them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused when it is too large for one (1e400 would become infinity, which
+    JSON cannot write: the upstream would be sent another value than the one decided)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -138,14 +155,15 @@ class McpGateway:
         pins: Any = None,
         headers: HeaderSource | None = None,
         metrics: Any = None,
-        secrets: Callable[[str, str, str], tuple[str, ...]] | None = None,
+        secrets: Callable[[str, str | None, str | None], tuple[str, ...]] | None = None,
         session_key: bytes | None = None,
         ended: SessionEnds | None = None,
     ) -> None:
         self.config = config
         #: MACs the session ids: every process with the same key accepts the sessions any of them opened
         self._session_key = session_key or token_bytes(32)
-        #: (server, person, task) → the credential values last injected for it: results are scanned for them
+        #: (server, person, task) → the credential values last injected for it: results are scanned for them;
+        #: (server, None, None) → those injected for anyone on that server (listings are scanned for all)
         self._secrets = secrets
         self.base_url = base_url.rstrip("/")
         self.resource_url = f"{self.base_url}/mcp"
@@ -164,7 +182,7 @@ class McpGateway:
         self._ended: dict[str, None] = {}  # ids ended (DELETE) here: refused here even though their MAC holds
         #: ids ended on any process (None: this process only, as in tests that build a gateway alone)
         self._ended_anywhere = ended
-        self._tools: dict[str, ToolList] = {}
+        self._tools: dict[Key, ToolList] = {}  # per (server, person, task)
         self._pins: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._pins_at = -1e9
         self._pins_lock = asyncio.Lock()
@@ -246,7 +264,7 @@ class McpGateway:
             raise HttpError(415, "Content-Type must be application/json")
         body = await self._read_body(receive, hmap)
         try:
-            msg = json.loads(body, object_pairs_hook=_unique_keys)
+            msg = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_float=_finite)
             if _SURROGATE_ESCAPE.search(body):
                 # JSON lets "\ud800" stand alone; such text is not Unicode and can be neither hashed nor recorded
                 json.dumps(msg, ensure_ascii=False).encode("utf-8")
@@ -443,14 +461,10 @@ class McpGateway:
         if method == "prompts/get":
             return await self._read(token, params, hmap, kind="prompt")
         if method == "completion/complete":
-            return await self._complete(token, params)
+            return await self._complete(token, params, hmap)
         if method == "logging/setLevel":
-            level = params.get("level")
-            for name in self._servers_with(token, "logging"):
-                try:
-                    await self.pool.request(self._key(name, token), "logging/setLevel", {"level": level}, retry=True)
-                except (UpstreamUnavailable, UpstreamError):
-                    continue
+            # Answered here: the gateway relays no server log messages (no stream to the client), so an
+            # upstream's log level changes nothing the client sees, and nothing reaches an upstream undecided.
             return {}
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return {}
@@ -498,7 +512,11 @@ class McpGateway:
         self._pins_at = -1e9
 
     async def list_upstream_tools(self, server: str, key: Key, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
-        cached = self._tools.get(server)
+        """The server's tools as the session of `key` (server, person, task) lists them, cached for `list_ttl`.
+
+        Per key, not per server: a listing may differ per person (per-person credentials upstream), and
+        what one person's session was told is never shown to another."""
+        cached = self._tools.get(key)
         if cached is not None and not fresh and time.monotonic() - cached.fetched < self.config.list_ttl:
             return cached.tools
         tools: dict[str, dict[str, Any]] = {}
@@ -511,12 +529,14 @@ class McpGateway:
             cursor = res.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
                 break
-        self._tools[server] = ToolList(time.monotonic(), tools, {n: tool_pin(d) for n, d in tools.items()})
+        if key not in self._tools and len(self._tools) >= MAX_SESSIONS:
+            del self._tools[next(iter(self._tools))]
+        self._tools[key] = ToolList(time.monotonic(), tools, {n: tool_pin(d) for n, d in tools.items()})
         await self._check_pins(server, tools)
         return tools
 
-    def _pin_of(self, server: str, name: str, definition: Mapping[str, Any]) -> str:
-        cached = self._tools.get(server)
+    def _pin_of(self, key: Key, name: str, definition: Mapping[str, Any]) -> str:
+        cached = self._tools.get(key)
         if cached is not None and cached.tools.get(name) is definition:
             return cached.pins[name]
         return tool_pin(definition)
@@ -543,50 +563,64 @@ class McpGateway:
                         log.error("could not record tool.pin_changed", error=exc.detail)
 
     def _upstream_notification(self, method: str, key: Any) -> None:
-        if method == "notifications/tools/list_changed":
-            self._tools.pop(key[0], None)
+        if method == "notifications/tools/list_changed":  # every listing of that server is stale
+            for k in [k for k in self._tools if k[0] == key[0]]:
+                self._tools.pop(k, None)
 
     async def _tools_list(self, token: Any) -> dict[str, Any]:
         pins = await self._pinned()
         out: list[dict[str, Any]] = []
         for server in sorted(self.servers):
             spec = self.servers[server]
+            key = self._key(server, token)
             try:
-                tools = await self.list_upstream_tools(server, self._key(server, token))
+                tools = await self.list_upstream_tools(server, key)
             except (UpstreamUnavailable, UpstreamError) as exc:
                 log.warning("tools/list: upstream unavailable", server=server, error=str(exc))
                 continue
             listed: list[dict[str, Any]] = []
             for name, definition in tools.items():
                 stored = pins.get((server, name))
-                if stored is None or stored[0] != self._pin_of(server, name, definition):
+                if stored is None or stored[0] != self._pin_of(key, name, definition):
                     continue  # unpinned or changed: hidden until approved
                 if not self._may_use(token, spec, name, stored[1]):
                     continue
-                entry = dict(definition)
+                # what the pin covers, nothing else: other members (_meta, icons, …) could change unseen
+                entry = {k: definition[k] for k in PIN_FIELDS if k in definition}
                 entry["name"] = self._public(server, name)
                 listed.append(entry)
             out.extend(await self._clean(token, server, "tools/list", listed))
         return {"tools": out}
 
     async def _clean(self, token: Any, server: str, method: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A server's entries of a listing, less any that holds the credential injected for it (one loud event)."""
-        if not await self._withheld(token, server, method, items):
-            return items
-        key = self._key(server, token)
-        return [item for item in items if not self._leaks(key, dumps(item))]
+        """A server's entries of a listing, less any that holds a credential injected for that server, for anyone
+        (one loud event), and any that cannot be relayed (text that is not Unicode)."""
+        encoded = []
+        for item in items:
+            try:
+                encoded.append((item, dumps(item)))
+            except ValueError:
+                log.warning("listing entry that is not valid text dropped", server=server, method=method)
+        scanner = self._server_scanner(server)
+        if scanner is None or not any(scanner.contains(body) for _, body in encoded):
+            return [item for item, _ in encoded]
+        await self._withheld_event(token, server, method)
+        return [item for item, body in encoded if not scanner.contains(body)]
 
-    async def _withheld(self, token: Any, server: str, method: str, payload: Any) -> bool:
-        """True (and a loud event) when a server's answer holds the credential injected for it."""
-        key = self._key(server, token)
-        if self._secrets is None or not self._secrets(*key) or not self._leaks(key, dumps(payload)):
-            return False
-        log.error("credential in an upstream listing: withheld", server=server, method=method)
+    def _server_scanner(self, server: str) -> LeakScanner | None:
+        """A scanner for every credential injected for `server` lately, whoever it was injected for: a listing
+        may be cached, and an upstream may echo what another session sent it."""
+        if self._secrets is None:
+            return None
+        found = self._secrets(server, None, None)
+        return LeakScanner(found) if found else None
+
+    async def _withheld_event(self, token: Any, server: str, method: str) -> None:
+        log.error("credential in an upstream answer: withheld", server=server, method=method)
         try:
             await self._enforcer().record(self._leak_event(server, method, token))
         except TetherError as exc:
             log.error("could not record credential.leak_blocked", error=exc.detail)
-        return True
 
     def _may_use(self, token: Any, spec: ServerSpec, tool: str, pinned: Mapping[str, Any]) -> bool:
         """Listed when the agent may call it: policy allow or approval-able for its Tool resource and action."""
@@ -619,20 +653,21 @@ class McpGateway:
 
     async def _tools_call(self, token: Any, params: dict[str, Any], hmap: Mapping[bytes, bytes]) -> dict[str, Any]:
         name = params.get("name")
-        try:
-            server, tool = self._split(name)
-        except RpcError:
-            if not isinstance(name, str) or not name:
-                raise
-            return _tool_error(f"Tool {name[:200]} not found (tools are named <server>{SEP}<tool>)",
-                               {"reason": "unknown_tool"})  # fmt: skip
-        spec = self.servers[server]
-        key = self._key(server, token)
         arguments = params.get("arguments")
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "arguments must be an object")
+        try:
+            server, tool = self._split(name)
+        except RpcError:
+            if not isinstance(name, str) or not name:
+                raise
+            await self._refused_early(token, None, name, arguments, "tether:tool-unknown", "no such tool")
+            return _tool_error(f"Tool {name[:200]} not found (tools are named <server>{SEP}<tool>)",
+                               {"reason": "unknown_tool"})  # fmt: skip
+        spec = self.servers[server]
+        key = self._key(server, token)
         meta, tether_meta = _split_meta(params.get("_meta"))
         try:
             tools = await self.list_upstream_tools(server, key)
@@ -643,19 +678,23 @@ class McpGateway:
             tools = await self._refresh(server, key) or tools
             definition = tools.get(tool)
             if definition is None:  # a tool execution error, as the reference servers answer it
+                await self._refused_early(token, server, tool, arguments, "tether:tool-unknown", "no such tool")
                 return _tool_error(f"Tool {self._public(server, tool)} not found", {"reason": "unknown_tool"})
         pins = await self._pinned()
         stored = pins.get((server, tool))
-        pin = self._pin_of(server, tool, definition)
+        pin = self._pin_of(key, tool, definition)
         if stored is None or stored[0] != pin:
             why = "is not approved (no pin)" if stored is None else "changed since it was approved (pin mismatch)"
             text = (
                 f"Tool {self._public(server, tool)} {why}; an operator must review it: tether mcp pin {server} {tool}"
             )
+            await self._refused_early(token, server, tool, arguments, "tether:tool-not-pinned", f"the tool {why}")
             return _tool_error(text, {"reason": "tool_not_pinned", "pin": pin})
         try:
             mapped = map_call(spec, tool, arguments, stored[1])
         except MappingFailed as exc:
+            await self._refused_early(token, server, tool, arguments, "tether:mapping-failed",
+                                      f"the arguments do not map to a resource: {exc}")  # fmt: skip
             return _tool_error(f"Refused: the arguments do not map to a resource: {exc}", {"reason": "mapping_failed"})
         call = self._call(token, mapped, server, pin, arguments, tether_meta, hmap, name=f"{server}/{tool}")
         try:
@@ -676,9 +715,12 @@ class McpGateway:
             await self._completed(call, verdict, outcome, started)
             return _tool_error(exc.detail)
         except UpstreamError as exc:
-            await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
-            raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        body = dumps(result)
+            raise await self._upstream_error(call, verdict, key, exc, started) from None
+        try:
+            body = dumps(result)
+        except ValueError:  # text that is not Unicode (an escaped lone surrogate): it can be neither relayed nor kept
+            await self._completed(call, verdict, {"status": "bad_result"}, started)
+            return _tool_error(BAD_TEXT, {"reason": "bad_result"})
         size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
@@ -712,7 +754,7 @@ class McpGateway:
         from tether.gateway._enforce import Call
 
         r = mapped.resource
-        args_sha = hashlib.sha256(canonical_fast(dict(arguments))).hexdigest()
+        args_sha = hashlib.sha256(_argument_bytes(arguments)).hexdigest()
         request_digest = digest({
             "task_id": token.task_id, "person": token.person_id, "actors": list(token.actors),
             "action": mapped.action, "resource": {"type": r.type, "id": r.id, "system": r.system},
@@ -761,15 +803,53 @@ class McpGateway:
                     "where": where},
         )  # fmt: skip
 
-    async def _leak_blocked(self, call: Any, verdict: Any, server: str, started: float) -> None:
+    async def _leak_blocked(self, call: Any, verdict: Any, server: str, started: float, where: str = "result") -> None:
         """The answer is withheld: a loud event, the outcome, the metric."""
         try:
             await self._enforcer().record(self._leak_event(
-                server, "result", call.token, trace_id=call.trace_id, parent_id=verdict.decision_event_id,
+                server, where, call.token, trace_id=call.trace_id, parent_id=verdict.decision_event_id,
                 action=call.action, request_digest=call.request_digest,
             ))  # fmt: skip
         finally:
             await self._completed(call, verdict, {"status": "leak_blocked"}, started)
+
+    async def _upstream_error(self, call: Any, verdict: Any, key: Key, exc: UpstreamError, started: float) -> RpcError:
+        """The error to relay for an upstream's JSON-RPC error to a decided call, its outcome recorded.
+
+        Scanned like a result (an upstream that echoes the request into its error would hand over the
+        injected credential); Tether's own codes (a refusal, fail closed) are not the upstream's to use."""
+        code = INTERNAL if exc.rpc_code in (DENIED, UNAVAILABLE) else exc.rpc_code
+        data = exc.rpc_data
+        try:
+            relayed = dumps({"message": exc.rpc_message, "data": data})
+        except ValueError:  # not valid text: the message alone, never the data
+            data = None
+            relayed = json.dumps(exc.rpc_message, ensure_ascii=True).encode()
+        if self._leaks(key, relayed):
+            await self._leak_blocked(call, verdict, key[0], started, where="error")
+            return RpcError(INTERNAL, LEAK_TEXT)
+        await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
+        return RpcError(code, exc.rpc_message, data)
+
+    async def _refused_early(
+        self, token: Any, server: str | None, tool: str, arguments: Mapping[str, Any], policy_id: str, reason: str
+    ) -> None:
+        """A tools/call refused before any decision (no such tool, not pinned, arguments that do not map): on
+        record as a deny, as the HTTP gateway records an unmapped route. Fail closed when it cannot be."""
+        enforcer = self._enforcer()
+        if enforcer is None:
+            raise RpcError(UNAVAILABLE, "no enforcement is available: calls are refused")
+        name = f"{server}/{tool}" if server is not None else tool
+        try:
+            await enforcer.record(Event(
+                type="policy.decided", actor=token.agent_id, task_id=token.task_id, agent_id=token.agent_id,
+                person_id=token.person_id, action="mcp:call", decision="deny", policy_ids=(policy_id,),
+                resource={"type": "Tool", "id": name[:MAX_NAME], "system": f"mcp:{server}" if server else "mcp"},
+                detail={"gateway": "mcp", "upstream": server, "tool": name[:MAX_NAME], "reasons": [reason[:500]],
+                        "arguments_sha256": hashlib.sha256(_argument_bytes(arguments)).hexdigest()},
+            ))  # fmt: skip
+        except TetherError as exc:
+            raise RpcError(UNAVAILABLE, f"refused (fail closed): {exc.detail}") from None
 
     async def _completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
         outcome.setdefault("latency_us", int((time.perf_counter() - started) * 1e6))
@@ -796,7 +876,10 @@ class McpGateway:
                 if isinstance(uri, str):
                     if len(self._resource_servers) > 100_000:
                         self._resource_servers.clear()
-                    self._resource_servers.setdefault(uri, server)
+                    if self._resource_servers.setdefault(uri, server) != server:
+                        # two servers claim it: neither is trusted with it (one may be shadowing the other)
+                        self._resource_servers[uri] = AMBIGUOUS
+                        log.warning("resource listed by more than one server: refused", uri=uri[:200])
                 out.append(item)
         return {field_name: out}
 
@@ -815,27 +898,55 @@ class McpGateway:
         return {"prompts": out}
 
     def _resource_server(self, uri: str) -> str:
+        """The one server a resource URI belongs to: the server that listed it, else the one whose template's
+        fixed prefix it starts with. Claimed by several (listed, or matched by several templates): refused."""
         server = self._resource_servers.get(uri)
+        if server is AMBIGUOUS:
+            raise RpcError(INVALID_PARAMS, "more than one MCP server lists this resource: refused", {"uri": uri[:500]})
         if server is not None:
             return server
         if len(self.servers) == 1:
             return next(iter(self.servers))
-        for known, srv in self._resource_servers.items():  # a template's fixed prefix
-            prefix = known.split("{", 1)[0]
-            if "{" in known and prefix and uri.startswith(prefix):
-                return srv
+        matched = {
+            srv
+            for known, srv in self._resource_servers.items()  # a template's fixed prefix
+            if "{" in known and (prefix := known.split("{", 1)[0]) and uri.startswith(prefix)
+        }
+        if AMBIGUOUS in matched or len(matched) > 1:
+            raise RpcError(INVALID_PARAMS, "more than one MCP server's template matches this resource: refused",
+                           {"uri": uri[:500]})  # fmt: skip
+        if matched:
+            return matched.pop()
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found (list resources first)", {"uri": uri[:500]})
 
     async def _read(
         self, token: Any, params: dict[str, Any], hmap: Mapping[bytes, bytes], *, kind: str
     ) -> dict[str, Any]:
         meta, tmeta = _split_meta(params.get("_meta"))
-        if kind == "resource":
+        if kind == "completion":  # argument completions for a prompt or a resource template: a read of it
+            ref = params.get("ref")
+            if not isinstance(ref, dict):
+                raise RpcError(INVALID_PARAMS, "ref must be an object")
+            forward = {k: v for k, v in params.items() if k != "_meta"}
+            if ref.get("type") == "ref/prompt":
+                server, name = self._split(ref.get("name"))
+                forward["ref"] = {**ref, "name": name}
+                rid, rtype = f"{server}/{name}", "Prompt"
+            elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str) and ref["uri"]:
+                uri = ref["uri"]
+                if len(uri) > 4096:
+                    raise RpcError(INVALID_PARAMS, "ref.uri is too long")
+                server = self._resource_server(uri)
+                rid, rtype = f"{server}/{uri}", "McpResource"
+            else:
+                raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
+            method = "completion/complete"
+        elif kind == "resource":
             uri = params.get("uri")
             if not isinstance(uri, str) or not uri or len(uri) > 4096:
                 raise RpcError(INVALID_PARAMS, "uri must be a non-empty string")
             server = self._resource_server(uri)
-            forward: dict[str, Any] = {"uri": uri}
+            forward = {"uri": uri}
             rid, rtype, method = f"{server}/{uri}", "McpResource", "resources/read"
         else:
             server, name = self._split(params.get("name"))
@@ -866,9 +977,12 @@ class McpGateway:
             await self._completed(call, verdict, {"status": "unavailable"}, started)
             raise RpcError(UNAVAILABLE, exc.detail) from None
         except UpstreamError as exc:
-            await self._completed(call, verdict, {"status": "error", "rpc_code": exc.rpc_code}, started)
-            raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        body = dumps(result)
+            raise await self._upstream_error(call, verdict, self._key(server, token), exc, started) from None
+        try:
+            body = dumps(result)
+        except ValueError:
+            await self._completed(call, verdict, {"status": "bad_result"}, started)
+            raise RpcError(INTERNAL, BAD_TEXT) from None
         size = len(body)
         if size > self.config.max_response_bytes:
             await self._completed(call, verdict, {"status": "too_large", "bytes": size}, started)
@@ -881,29 +995,12 @@ class McpGateway:
         await self._completed(call, verdict, {"status": "ok", "bytes": size, "items": 1}, started)
         return result
 
-    async def _complete(self, token: Any, params: dict[str, Any]) -> dict[str, Any]:
-        ref = params.get("ref")
-        if not isinstance(ref, dict):
-            raise RpcError(INVALID_PARAMS, "ref must be an object")
+    async def _complete(self, token: Any, params: dict[str, Any], hmap: Mapping[bytes, bytes]) -> dict[str, Any]:
+        """Completions of a prompt's or resource's arguments: decided and recorded as a read of that prompt or
+        resource (a completion can reveal what it holds), then forwarded without Tether's own _meta."""
         if "mcp:read" not in token.scopes:
             return {"completion": {"values": [], "hasMore": False}}
-        forward = dict(params)
-        if ref.get("type") == "ref/prompt":
-            server, name = self._split(ref.get("name"))
-            forward["ref"] = {**ref, "name": name}
-        elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
-            server = self._resource_server(ref["uri"])
-        else:
-            raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
-        try:
-            result = await self.pool.request(self._key(server, token), "completion/complete", forward, retry=True)
-        except UpstreamUnavailable as exc:
-            raise RpcError(UNAVAILABLE, exc.detail) from None
-        except UpstreamError as exc:
-            raise RpcError(exc.rpc_code, exc.rpc_message, exc.rpc_data) from None
-        if await self._withheld(token, server, "completion/complete", result):
-            raise RpcError(INTERNAL, LEAK_TEXT)
-        return result
+        return await self._read(token, params, hmap, kind="completion")
 
 
 @dataclass(frozen=True)
@@ -936,7 +1033,8 @@ def _split_meta(meta: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(meta to forward, Tether's own io.tether/* keys); Tether's keys never reach the upstream."""
     if not isinstance(meta, dict):
         return {}, {}
-    keep = {k: v for k, v in meta.items() if not str(k).startswith(META_PREFIX)}
+    # any spelling of the prefix is Tether's and stays here; only the exact keys are read
+    keep = {k: v for k, v in meta.items() if not str(k).lower().startswith(META_PREFIX)}
     mine = {k: v for k, v in meta.items() if str(k).startswith(META_PREFIX)}
     return keep, mine
 
@@ -952,6 +1050,21 @@ def _redact(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return value if len(value) <= 256 else value[:256] + f"…({len(value)} chars)"
     return value
+
+
+#: a resource URI that more than one server claims
+AMBIGUOUS = "\x00ambiguous"
+
+
+def _argument_bytes(arguments: Mapping[str, Any]) -> bytes:
+    """The bytes a call's arguments are digested from: their RFC 8785 JSON, or, for arguments it cannot
+    write (integers past 2^53, as 64-bit ids are), a marked sorted-key JSON, stable for equal arguments."""
+    try:
+        return canonical_fast(dict(arguments))
+    except ValueError:
+        return b"tether:sorted-json:" + json.dumps(
+            arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8", "surrogatepass")
 
 
 def _msg(exc: TetherError) -> str:
