@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import secrets
 import threading
 import time
@@ -129,12 +130,46 @@ class Hostile:
 
             return StreamingResponse(gen(), media_type="application/octet-stream")
 
+        def token(request: Request) -> str:
+            return request.headers.get("authorization", "")[7:]
+
+        async def record(request: Request) -> Response:
+            self.seen.append(dict(request.headers))
+            return JSONResponse({})
+
+        async def redirect_leak(request: Request) -> Response:
+            return RedirectResponse(f"/api/items?leak={token(request)}", status_code=302)
+
+        async def gzip_twice(request: Request) -> Response:
+            data = gzip.compress(gzip.compress(b"token=" + token(request).encode()))
+            return Response(data, media_type="text/plain", headers={"content-encoding": "gzip, gzip"})
+
+        async def header_name(request: Request) -> Response:
+            return Response(b"ok", media_type="text/plain", headers={"x-" + token(request): "1"})
+
+        async def escaped(request: Request) -> Response:
+            text = "".join(f"\\u{ord(c):04x}" for c in token(request))
+            return Response(('{"v":"' + text + '"}').encode(), media_type="application/json")
+
+        async def many(request: Request) -> Response:  # a Graph function (delta) answering a list
+            return JSONResponse({"value": [{"id": str(i)} for i in range(60)]})
+
+        async def batch(request: Request) -> Response:
+            doc = await request.json()
+            self.seen.append({"batch": json.dumps(doc)})
+            where = "https://contoso-my.sharepoint.example/download.aspx?tempauth=PREAUTH123"
+            return JSONResponse({"responses": [{"id": r["id"], "status": 302, "headers": {"Location": where}}
+                                               for r in doc["requests"]]})  # fmt: skip
+
         return Starlette(routes=[
             Route("/api/echo", echo_headers), Route("/api/echo-b64", echo_b64), Route("/api/echo-url", echo_urlenc),
             Route("/api/echo-gzip", echo_gzip), Route("/api/echo-split", echo_split),
             Route("/api/header-leak", header_leak), Route("/api/redirect-away", redirect_away),
             Route("/api/redirect-home", redirect_home), Route("/steal", steal), Route("/api/items", items),
-            Route("/api/big", big),
+            Route("/api/big", big), Route("/api/redirect-leak", redirect_leak), Route("/api/gzip-twice", gzip_twice),
+            Route("/api/header-name", header_name), Route("/api/escaped", escaped), Route("/api/record", record),
+            Route("/v1.0/users/delta", many), Route("/v1.0/me/mailFolders/inbox/messages/delta", many),
+            Route("/v1.0/$batch", batch, methods=["POST"]),
         ])  # fmt: skip
 
 
@@ -290,15 +325,19 @@ class World:
     task_id: str = ""
 
 
-def _config(path: Path, sim_base: str, hostile_base: str, **hostile_extra: Any) -> Path:
+def _config(path: Path, sim_base: str, hostile_base: str, m365_credential: str = "graph-obo",
+            **hostile_extra: Any) -> Path:  # fmt: skip
     maps = path.parent / "hostile-map.yaml"
     maps.write_text(yaml.safe_dump(HOSTILE_MAP))
     doc = {"http": {"upstreams": {
-        "m365": {"base_url": sim_base, "route_map": "graph", "credential": "graph-obo",
+        "m365": {"base_url": sim_base, "route_map": "graph", "credential": m365_credential,
                  "label_credential": "graph-app", "tenant_domains": [TENANT]},
         "hostile": {"base_url": hostile_base, "route_map": str(maps), "credential": "hostile-bearer",
                     "budget": {"bytes": 1_000_000, "items": 50}, **hostile_extra},
         "keyed": {"base_url": hostile_base, "route_map": str(maps), "credential": "hostile-key"},
+        # the hostile server behind the shipped Graph map (answers Graph paths it makes up)
+        "fakegraph": {"base_url": hostile_base, "route_map": "graph", "credential": "hostile-bearer",
+                      "tenant_domains": [TENANT], "budget": {"items": 50}},
     }}}  # fmt: skip
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -310,9 +349,10 @@ class WorldParts:
     db_url: str
 
 
-def build_world(tmp: Path, db_url: str, *, real: bool = False) -> Iterator[World]:
+def build_world(tmp: Path, db_url: str, *, real: bool = False, m365_credential: str = "graph-obo") -> Iterator[World]:
     """`real=True` keeps Tether's own Enforcer (policy engine, audit writer, approvals) and seeds an
-    active agent with a delegation, so decisions come from the default Cedar pack."""
+    active agent with a delegation, so decisions come from the default Cedar pack. `m365_credential`:
+    what the gateway injects for Graph (`graph-app`: the app-only client credential)."""
     canaries = {k: f"canary-{k}-{secrets.token_urlsafe(24)}" for k in ("obo", "app", "bearer", "apikey")}
     sim = M365Sim(clients={"tether-gateway": canaries["obo"], "tether-labels": canaries["app"]})
     hostile = Hostile()
@@ -322,7 +362,7 @@ def build_world(tmp: Path, db_url: str, *, real: bool = False) -> Iterator[World
         port = free_port()
         settings = Settings(
             data_dir=tmp / "data", database_url=db_url, port=port, public_url=f"http://127.0.0.1:{port}",
-            gateway_config=_config(tmp / "gateway.yaml", sim_server.base, hostile_server.base),
+            gateway_config=_config(tmp / "gateway.yaml", sim_server.base, hostile_server.base, m365_credential),
         )  # fmt: skip
         services = build_services(settings, migrate=False)
         enforcer = RuleEnforcer(services)

@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.compression_utils import HAS_BROTLI as _HAS_BROTLI
+from aiohttp.compression_utils import HAS_ZSTD as _HAS_ZSTD
 
 from tether.audit.model import Event
 from tether.credentials import Injection, Providers
@@ -48,7 +50,18 @@ HOP_BY_HOP = frozenset({
 })  # fmt: skip
 #: request headers never forwarded: the caller's credentials and Tether's own
 DROP_REQUEST = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length", "accept-encoding", "expect",
-                             "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}  # fmt: skip
+                             "forwarded", "x-real-ip", "true-client-ip", "x-client-ip",
+                             # another method or path than the one decided, for upstreams that honour them
+                             "x-http-method-override", "x-http-method", "x-method-override", "x-original-url",
+                             "x-rewrite-url", "x-original-method"}  # fmt: skip
+#: request header prefixes never forwarded (x-forwarded-for, -host, -proto, -port, -prefix, …)
+DROP_REQUEST_PREFIXES = ("tether-", "x-forwarded-")
+#: response content codings the upstream client decodes (so the answer is scanned and counted as sent)
+DECODED_CODINGS = frozenset({"gzip", "deflate", *(("br",) if _HAS_BROTLI else ()), *(("zstd",) if _HAS_ZSTD else ())})
+#: the headers a $batch request may carry for its inner requests (others are refused, never forwarded undecided)
+BATCH_HEADERS = frozenset({"content-type", "accept", "if-match", "if-none-match", "prefer", "consistencylevel",
+                           "client-request-id", "return-client-request-id"})  # fmt: skip
+BATCH_KEYS = frozenset({"id", "method", "url", "dependsOn", "body", "headers"})
 DROP_RESPONSE = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "www-authenticate", "strict-transport-security",
     "content-security-policy", "x-content-type-options",
@@ -268,6 +281,7 @@ class HttpGateway:
         segments = _canonical(match)
         body = await self._read_body(receive, hmap, match.route.max_body)
         ctype = hmap.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+        self._check_body_headers(headers, hmap, match, ctype, body)
         if match.spec.batch:
             await self._batch(ctx, match, segments, query, ctype, body, send)
             return
@@ -278,6 +292,22 @@ class HttpGateway:
         await self._forward(ctx, prep, send)
 
     # ------------------------------------------------------------ steps
+
+    @staticmethod
+    def _check_body_headers(
+        headers: list[tuple[bytes, bytes]], hmap: Mapping[bytes, bytes], match: RouteMatch, ctype: str, body: bytes
+    ) -> None:
+        """The body the decision reads is the body the upstream gets: one Content-Type (the one decided is the
+        one forwarded), and where the route reads facts from the body, a JSON body, not encoded."""
+        if sum(1 for k, _ in headers if k.lower() == b"content-type") > 1:
+            raise InvalidRequest("more than one Content-Type header")
+        if not body or not any(not p.startswith("query:") for paths in match.spec.facts.values() for p in paths):
+            return
+        coding = hmap.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        if coding not in ("", "identity"):
+            raise InvalidRequest("this route's body is read for the decision: send it without a Content-Encoding")
+        if not (ctype.endswith("json") or ctype == "" or match.spec.batch):
+            raise InvalidRequest("this route's body is read for the decision: send it as JSON (application/json)")
 
     def _authenticate(self, hmap: Mapping[bytes, bytes], upstream: str) -> Any:
         from tether.tokens.errors import InvalidToken
@@ -354,11 +384,14 @@ class HttpGateway:
     async def _resource(self, ctx: Ctx, match: RouteMatch) -> Any:
         spec = match.spec.resource
         params = dict(match.params)
-        params.setdefault("user", "me")
+        if "user" not in params and _is_me(match.route.template):
+            params["user"] = "me"
         params.setdefault("id", params.get("name") or "root")
         rid = _fill(spec.id, params)
-        owner = _fill(spec.owner, params) if spec.owner else None
-        if owner in ("me", None) and spec.owner:
+        # a path that names no user (/drives/{drive}/…, /sites/{site}/drive/…) has no owner Tether can vouch
+        # for: None, which app-only policy treats as not the person's own
+        owner = _fill(spec.owner, params) if spec.owner and all(n in params for n in _names(spec.owner)) else None
+        if owner == "me":
             owner = ctx.token.person_id
         elif owner:
             # Graph names users by UPN or object id; policy compares owners with person ids
@@ -469,7 +502,7 @@ class HttpGateway:
         out: dict[str, str] = {}
         for k, v in ctx.headers:
             ks = k.decode("latin-1").lower()
-            if ks in DROP_REQUEST or ks in named or ks.startswith("tether-"):
+            if ks in DROP_REQUEST or ks in named or ks.startswith(DROP_REQUEST_PREFIXES):
                 continue
             out[ks] = v.decode("latin-1")
         if ctype is not None:
@@ -510,13 +543,14 @@ class HttpGateway:
         self, ctx: Ctx, prep: Prepared, resp: aiohttp.ClientResponse, secrets: tuple[str, ...], send: ASGISend
     ) -> dict[str, Any]:
         up = ctx.upstream
-        if 300 <= resp.status < 400 and resp.headers.get("Location"):
-            return await self._redirect(ctx, prep, resp, secrets, send)
         scanner = LeakScanner(secrets)
-        headers = self._response_headers(ctx, resp)
-        if secrets and scanner.contains_any([v for _, v in headers]):
+        if secrets and _header_hit(scanner, resp, secrets):
             await self._leak(ctx, prep, "header")
             raise LeakBlocked("the upstream's response headers contained the injected credential")
+        if 300 <= resp.status < 400 and resp.headers.get("Location"):
+            return await self._redirect(ctx, prep, resp, secrets, send)
+        _check_coding(resp)
+        headers = self._response_headers(ctx, resp)
         ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         usage = self._usage(ctx)
         budget = up.budget
@@ -525,7 +559,7 @@ class HttpGateway:
             raw = await self._read_capped(resp, up.json_rewrite_max)
             if raw is not None:
                 body, items = self._rewrite_json(ctx, raw, prep.match.spec.items)
-                if scanner.contains(raw) or (body is not raw and scanner.contains(body)):
+                if scanner.contains(raw) or (body is not raw and scanner.contains(body)) or _escaped_hit(scanner, raw):
                     await self._leak(ctx, prep, "body")
                     raise LeakBlocked("the upstream's response contained the injected credential")
                 over = _over(budget, usage, len(body), items)
@@ -607,7 +641,7 @@ class HttpGateway:
         links = raw.count(b"Link")
         # a key spelled with JSON escapes ("download\u0055rl") holds no marker: any escape means look inside
         rewrite = pre_auth or links > 0 or b"\\u" in raw
-        if not rewrite and not items_key and b'"responses"' not in raw:
+        if not rewrite and not items_key and b'"responses"' not in raw and b'"value"' not in raw:
             return raw, 1 if raw[:1] == b"{" else 0
         # orjson where it reads the document as the standard library does: not where it refuses it (NaN, lone
         # surrogates, …), and not where a number of 19 digits or more might be an integer it would make a float of
@@ -631,10 +665,11 @@ class HttpGateway:
         if items_key and isinstance(doc, dict) and isinstance(doc.get(items_key), list):
             items = len(doc[items_key])
         elif isinstance(doc, dict) and isinstance(doc.get("responses"), list):
-            items = sum(len(r.get("body", {}).get("value", []) or []) for r in doc["responses"]
-                        if isinstance(r, dict) and isinstance(r.get("body"), dict))  # fmt: skip
+            items = sum(_items_in(r.get("body")) for r in doc["responses"] if isinstance(r, dict))
         elif isinstance(doc, dict):
-            items = 1
+            # a list under `value` counts as what it is on any route (Graph's delta and other functions answer
+            # with one where a single-item route's template matched)
+            items = _items_in(doc)
         return out, items
 
     async def _redirect(
@@ -686,6 +721,7 @@ class HttpGateway:
         for r in reqs:
             if not isinstance(r, dict) or not isinstance(r.get("url"), str) or not isinstance(r.get("id"), str | int):
                 raise InvalidRequest("each batch request needs an id, a method and a relative url")
+            inner_headers = _batch_headers(r)
             rid = str(r["id"])
             depends = [str(d) for d in r.get("dependsOn", []) or []]
             if any(d in refused for d in depends):
@@ -714,7 +750,7 @@ class HttpGateway:
             ibody = b""
             ictype = ""
             if "body" in r:
-                ictype = str((r.get("headers") or {}).get("Content-Type", "application/json")).lower()
+                ictype = str(inner_headers.get("content-type", "application/json")).split(";", 1)[0].strip().lower()
                 if isinstance(r["body"], str) and not ictype.endswith("json"):
                     try:
                         ibody = base64.b64decode(r["body"], validate=True)
@@ -732,9 +768,14 @@ class HttpGateway:
                 err = self._refusal(prep)
                 answered.append(_inner(rid, 403, err.code, err.detail, **err.extra))
                 continue
-            inner = {k: v for k, v in r.items() if k != "url"}
-            inner["url"] = encode_path(isegs[1:]) + ("?" + encode_query(iquery) if iquery else "")
-            if "dependsOn" in inner:
+            # rebuilt from what was decided: nothing of the caller's reaches the upstream undecided
+            iurl = encode_path(isegs[1:]) + ("?" + encode_query(iquery) if iquery else "")
+            inner: dict[str, Any] = {"id": r["id"], "method": method, "url": iurl}
+            if "body" in r:
+                inner["body"] = r["body"]
+            if inner_headers:
+                inner["headers"] = inner_headers
+            if "dependsOn" in r:
                 inner["dependsOn"] = [d for d in depends if d not in refused]
             forward.append(inner)
         if not forward:
@@ -756,7 +797,7 @@ class HttpGateway:
             ) as resp:  # fmt: skip
                 raw = await self._read_capped(resp, up.json_rewrite_max) or b""
                 scanner = LeakScanner(secrets)
-                if scanner.contains(raw) or scanner.contains_any([v for _, v in self._response_headers(ctx, resp)]):
+                if scanner.contains(raw) or _escaped_hit(scanner, raw) or _header_hit(scanner, resp, secrets):
                     for p in preps:
                         if p.verdict.allowed:
                             await self._leak(ctx, p, "body")
@@ -764,7 +805,7 @@ class HttpGateway:
                 merged, items = self._rewrite_json(ctx, raw, None)
                 try:
                     mdoc = json.loads(merged)
-                    mdoc["responses"] = list(mdoc.get("responses", [])) + answered
+                    mdoc["responses"] = [self._inner_answer(ctx, a) for a in mdoc.get("responses", [])] + answered
                     merged = json.dumps(mdoc, separators=(",", ":")).encode()
                 except (ValueError, AttributeError, TypeError):
                     raise UpstreamFailed("the upstream's batch response is not a batch response") from None
@@ -791,6 +832,22 @@ class HttpGateway:
                     await enforcer.completed(p.call, p.verdict, outcome={**share, "batch": True})
                 except TetherError as exc:
                     log.error("outcome not recorded", error=exc.code)
+
+    def _inner_answer(self, ctx: Ctx, answer: Any) -> Any:
+        """An inner answer of a batch, its Location (a pre-authenticated download URL, say) turned into the same
+        request through the gateway, or dropped when it points elsewhere: downloads go through the gateway."""
+        headers = answer.get("headers") if isinstance(answer, dict) else None
+        if not isinstance(headers, dict):
+            return answer
+        kept: dict[str, Any] = {}
+        for k, v in headers.items():
+            if str(k).lower() == "location":
+                through = self._gateway_url(ctx, v) if isinstance(v, str) else None
+                if through is None:
+                    continue
+                v = through
+            kept[k] = v
+        return {**answer, "headers": kept}
 
     # ------------------------------------------------------------ events and counters
 
@@ -898,6 +955,70 @@ def request_digest_of(doc: Mapping[str, Any]) -> str:
     except TypeError:  # orjson.JSONEncodeError
         data = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(data).hexdigest()
+
+
+def _is_me(template: str) -> bool:
+    """Whether a route template is under the caller's own `/me` (its user is the token's person)."""
+    return "/me/" in template + "/"
+
+
+def _items_in(doc: Any) -> int:
+    """Items in one JSON answer: the length of a top-level `value` list, else 1 for an object, else 0."""
+    if not isinstance(doc, dict):
+        return 0
+    value = doc.get("value")
+    return len(value) if isinstance(value, list) else 1
+
+
+def _header_hit(scanner: LeakScanner, resp: aiohttp.ClientResponse, secrets: tuple[str, ...]) -> bool:
+    """Whether any response header, name or value (Location included), holds a credential; names are compared
+    without case (HTTP lowercases them on the way, and a lowercased credential is still most of it)."""
+    if scanner.contains_any([f"{k}: {v}".encode("utf-8", "replace") for k, v in resp.headers.items()]):
+        return True
+    folded = LeakScanner([x.lower() for x in secrets])
+    return folded.contains_any([k.lower().encode("utf-8", "replace") for k in resp.headers])
+
+
+def _escaped_hit(scanner: LeakScanner, raw: bytes) -> bool:
+    """A credential spelled with JSON escapes (`\\u0063…`) is the credential once read: scan the text as read."""
+    if not scanner.needles or b"\\u" not in raw:
+        return False
+    try:
+        return scanner.contains(json.dumps(json.loads(raw), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    except (ValueError, RecursionError):
+        return False
+
+
+def _check_coding(resp: aiohttp.ClientResponse) -> None:
+    """Refuse an answer in a content coding the upstream client did not decode (stacked, unknown): the
+    gateway could neither scan it nor count it, and it drops the header the client would need."""
+    codings = [c.strip().lower() for v in resp.headers.getall("Content-Encoding", ()) for c in v.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings or (len(codings) == 1 and codings[0] in DECODED_CODINGS):
+        return
+    raise UpstreamFailed("the upstream's answer uses a content coding the gateway cannot inspect")
+
+
+def _batch_headers(r: Mapping[str, Any]) -> dict[str, str]:
+    """An inner batch request's headers, checked: members and headers the gateway does not decide are refused
+    (a `Method` beside `method`, an `Authorization`, a method override), never forwarded undecided."""
+    unknown = [k for k in r if k not in BATCH_KEYS]
+    if unknown:
+        raise InvalidRequest(f"a batch request holds a member the gateway does not decide: {str(unknown[0])[:64]}")
+    headers = r.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise InvalidRequest("a batch request's headers must be an object")
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        name = str(k).lower()
+        if name not in BATCH_HEADERS:
+            raise InvalidRequest(f"a batch request may not carry the header {str(k)[:64]}")
+        if name in out:
+            raise InvalidRequest(f"a batch request repeats the header {str(k)[:64]}")
+        if not isinstance(v, str):
+            raise InvalidRequest("batch request header values must be strings")
+        out[name] = v
+    return out
 
 
 def _over(budget: Any, usage: Mapping[str, int], size: int, items: int) -> str | None:

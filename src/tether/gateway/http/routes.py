@@ -209,6 +209,15 @@ def extract_facts(
         facts["recipients"] = recips
         facts["external_recipients"] = len(external)
         facts["external_domains"] = sorted({r.rsplit("@", 1)[-1] for r in external})
+    if "link_scope" in facts:
+        scopes = (
+            {str(v).strip().lower() for v in facts["link_scope"]} if isinstance(facts["link_scope"], list) else set()
+        )
+        # A link anyone can open leaves the tenant: it counts as an external recipient. No scope at all is
+        # the organisation's default, which may be anyone: counted the same way (fail closed).
+        if not scopes or "anonymous" in scopes:
+            facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
+            facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
     return facts
 
 
