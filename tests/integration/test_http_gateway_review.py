@@ -182,3 +182,29 @@ def test_a_list_answer_on_a_single_item_route_counts_every_item(world: World) ->
         r = get(world, path, upstream="fakegraph")
         assert r.status_code == 403, path
         assert r.json()["code"] == "budget_exceeded", path
+
+
+def test_a_label_that_cannot_be_read_or_is_unknown_counts_as_highly_confidential(real_world: World) -> None:
+    """The sensitivity lookup fails closed: an item whose label the gateway cannot read (here, no such item),
+    or whose label it does not know, is decided as highly confidential, so it never leaves the tenant; an
+    item labelled General is shared outside with no approval, as the pack allows."""
+    w = real_world
+    drive = _gid("drive", w.sim.by_upn["alice@contoso.example"])
+    items = w.sim.items[drive]
+    general = next(i for i in items.values() if (i.get("sensitivityLabel") or {}).get("displayName") == "General")
+    auth = {"Authorization": f"Bearer {w.token(scopes='files:read files:share')}"}
+    invite = {"recipients": [{"email": "partner@elsewhere.example"}], "roles": ["read"], "requireSignIn": True}
+
+    def share(item_id: str) -> httpx.Response:
+        url = f"{w.base}/proxy/m365/v1.0/drives/{drive}/items/{item_id}/invite"
+        return httpx.post(url, json=invite, headers=auth)
+
+    assert share(general["id"]).status_code == 200
+    r = share("01NOSUCHITEM")
+    assert r.status_code == 403
+    assert "external.highly-confidential-never" in r.json()["policy_ids"]
+    other = next(i for i in items.values() if i is not general and i.get("sensitivityLabel") and i.get("file"))
+    other["sensitivityLabel"] = {**other["sensitivityLabel"], "displayName": "Project Nightjar"}
+    r = share(other["id"])
+    assert r.status_code == 403
+    assert "external.highly-confidential-never" in r.json()["policy_ids"]

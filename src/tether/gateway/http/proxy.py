@@ -439,11 +439,16 @@ class HttpGateway:
                 doc = await resp.json(content_type=None) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             doc = None
-        label = doc.get("sensitivityLabel") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            # The label could not be read (the upstream failed, refused, or has no such item): fail closed, as
+            # the most sensitive level, never the route's default. Not cached: the next call asks again.
+            log.warning("sensitivity label not readable: highly_confidential assumed", upstream=up.name)
+            return "highly_confidential"
+        label = doc.get("sensitivityLabel")
         name = label.get("displayName") if isinstance(label, dict) else None
-        level = LABEL_LEVELS.get(str(name).strip().lower()) if name else None
-        if level is not None or doc is not None:
-            self._labels[key] = (level or "", now + up.label_ttl)
+        # no label: the route's default; a label Tether does not know: the most sensitive level (fail closed)
+        level = LABEL_LEVELS.get(str(name).strip().lower(), "highly_confidential") if name else None
+        self._labels[key] = (level or "", now + up.label_ttl)
         return level
 
     async def _decide(self, ctx: Ctx, prep: Prepared, approval_id: str | None) -> None:
