@@ -135,10 +135,13 @@ async def hostile(tmp_path: Path) -> Any:
 CANARY = "canary-" + secrets.token_urlsafe(24)
 
 
-def world(tmp: Path, db_url: str, up: Upstream, policy: str = "", **servers: Any) -> Iterator[World]:
-    """A gateway with the hostile server (credential: a static bearer holding CANARY) and `servers`."""
+def world(tmp: Path, db_url: str, up: Upstream, policy: str = "", servers: dict[str, Any] | None = None,
+          **top: Any) -> Iterator[World]:  # fmt: skip
+    """A gateway with the hostile server (credential: a static bearer holding CANARY) and `servers`; `top`:
+    gateway settings."""
     spec = {"url": up.url, "credential": "hostile-token", "timeout": 10, "transport": "lean"}
-    for w in build_world(tmp, db_url, servers={"hostile": spec, **servers}, allow_all=True, extra_policy=policy):
+    every = {"hostile": spec, **(servers or {})}
+    for w in build_world(tmp, db_url, servers=every, allow_all=True, extra_policy=policy, **top):
         w.services.extras["vault"].add("system", "hostile-token", "bearer", {"token": CANARY})
         yield w
 
@@ -268,7 +271,7 @@ async def test_a_resource_two_servers_claim_is_refused(tmp_path: Path, db_url: s
     script = tmp_path / "notes.py"
     script.write_text(NOTES)
     notes = {"command": sys.executable, "args": [str(script)], "timeout": 10}
-    for w in world(tmp_path / "w", db_url, hostile, notes=notes):
+    for w in world(tmp_path / "w", db_url, hostile, servers={"notes": notes}):
         c = await Client(w).start()
         listed = (await c.call("resources/list"))["result"]["resources"]
         assert [r["uri"] for r in listed].count("notes://today") == 2
@@ -356,3 +359,30 @@ async def test_a_relative_repository_path_cannot_reach_a_forbidden_repository(tm
             doc = await c.call("tools/call", {"name": "git__git_log", "arguments": {"repo_path": path}})
             assert doc["result"]["isError"] is True, path
             assert "initial" not in json.dumps(doc), path  # the forbidden repository's history
+
+
+async def test_resource_uris_with_dot_segments_are_refused(tmp_path: Path, db_url: str, hostile: Upstream) -> None:
+    """`file:///pub/../secret` would be decided as one path and read as another (by an upstream that
+    resolves it): refused before any decision, as are encoded separators; a plain URI still reads."""
+    for w in world(tmp_path, db_url, hostile):
+        c = await Client(w).start()
+        await c.call("resources/templates/list")
+        for uri in ("file:///pub/../secret", "file:///pub/%2e%2e/secret", "file:///pub%2fsecret", "file:///./x",
+                    "file:///pub\\..\\secret"):  # fmt: skip
+            doc = await c.call("resources/read", {"uri": uri})
+            assert doc["error"]["code"] == -32602, uri
+        assert not hostile.received("resources/read")
+        doc = await c.call("resources/read", {"uri": "file:///pub/notes.txt"})
+        assert doc["result"]["contents"][0]["text"] == "hostile content for file:///pub/notes.txt"
+
+
+async def test_an_answer_past_the_cap_is_never_read_whole(tmp_path: Path, db_url: str, hostile: Upstream) -> None:
+    """A URL upstream's answer is read no further than the gateway's cap (plus its envelope): a larger one
+    is refused while it streams in, the call's outcome on record."""
+    for w in world(tmp_path, db_url, hostile, max_response_bytes=1024):
+        await w.pin_all()
+        c = await Client(w).start()
+        doc = await c.call("tools/call", {"name": "hostile__echo", "arguments": {"blob": "x" * 200_000}})
+        assert doc["result"]["isError"] is True
+        assert "larger than the gateway's cap" in doc["result"]["content"][0]["text"]
+        assert [e["outcome"]["status"] for e in w.events("tool.completed")] == ["unavailable"]

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from secrets import token_bytes, token_hex
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tether import __version__
 from tether.audit.model import Event
@@ -173,7 +173,12 @@ class McpGateway:
         self.pin_store = pins
         self.metrics = metrics
         self.servers: dict[str, ServerSpec] = dict(config.servers)
-        self.pool = UpstreamPool(self.servers, headers=headers, on_notification=self._upstream_notification)
+        self.pool = UpstreamPool(
+            self.servers,
+            headers=headers,
+            on_notification=self._upstream_notification,
+            max_answer=config.max_response_bytes + 64 * 1024,
+        )  # the envelope around a result
         base = urlsplit(self.base_url)
         self.origins = {o.rstrip("/").lower() for o in config.allowed_origins}
         self.origins.add(f"{base.scheme}://{base.netloc}".lower())
@@ -933,18 +938,17 @@ class McpGateway:
                 forward["ref"] = {**ref, "name": name}
                 rid, rtype = f"{server}/{name}", "Prompt"
             elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str) and ref["uri"]:
-                uri = ref["uri"]
-                if len(uri) > 4096:
-                    raise RpcError(INVALID_PARAMS, "ref.uri is too long")
+                uri = _plain_uri(ref["uri"])
                 server = self._resource_server(uri)
                 rid, rtype = f"{server}/{uri}", "McpResource"
             else:
                 raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
             method = "completion/complete"
         elif kind == "resource":
-            uri = params.get("uri")
-            if not isinstance(uri, str) or not uri or len(uri) > 4096:
+            given = params.get("uri")
+            if not isinstance(given, str) or not given:
                 raise RpcError(INVALID_PARAMS, "uri must be a non-empty string")
+            uri = _plain_uri(given)
             server = self._resource_server(uri)
             forward = {"uri": uri}
             rid, rtype, method = f"{server}/{uri}", "McpResource", "resources/read"
@@ -1054,6 +1058,19 @@ def _redact(value: Any, depth: int = 0) -> Any:
 
 #: a resource URI that more than one server claims
 AMBIGUOUS = "\x00ambiguous"
+
+
+def _plain_uri(uri: str) -> str:
+    """A resource URI the policy sees as the upstream will: refused when its path holds dot segments or
+    separators in disguise (`file:///pub/../secret` would be decided as one path and read as another)."""
+    if len(uri) > 4096:
+        raise RpcError(INVALID_PARAMS, "the resource URI is too long")
+    raw = urlsplit(uri).path
+    path = unquote(raw)
+    if "\\" in path or "\x00" in path or "%2f" in raw.lower() or any(seg in (".", "..") for seg in path.split("/")):
+        raise RpcError(INVALID_PARAMS, "resource URIs with dot segments or encoded separators are refused",
+                       {"uri": uri[:500]})  # fmt: skip
+    return uri
 
 
 def _argument_bytes(arguments: Mapping[str, Any]) -> bytes:

@@ -25,9 +25,13 @@ PROTOCOL = "2025-11-25"
 
 
 class LeanSession:
-    def __init__(self, spec: ServerSpec, person: str, task: str, headers: HeaderSource | None) -> None:
+    def __init__(
+        self, spec: ServerSpec, person: str, task: str, headers: HeaderSource | None, *,
+        max_answer: int = 1024 * 1024 * 1024,
+    ) -> None:  # fmt: skip
         assert spec.url is not None
         self.spec, self.person, self.task, self.source = spec, person, task, headers
+        self.max_answer = max_answer  # read no more of an answer than this
         self.url = spec.url
         self.session_id: str | None = None
         self.protocol = PROTOCOL
@@ -80,7 +84,7 @@ class LeanSession:
                 if ctype.startswith("text/event-stream"):
                     answer = await self._from_sse(r, rid)
                 else:
-                    answer = loads(await r.read())
+                    answer = loads(await self._read(r))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise UpstreamUnavailable(
                 f"MCP server {self.spec.name} could not be reached: {type(exc).__name__}: {exc}"[:300]
@@ -93,9 +97,24 @@ class LeanSession:
         result = answer.get("result")
         return result if isinstance(result, dict) else {}
 
+    async def _read(self, r: aiohttp.ClientResponse) -> bytes:
+        """The answer's body, refused once it passes `max_answer` bytes (before it is all in memory)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in r.content.iter_any():
+            size += len(chunk)
+            if size > self.max_answer:
+                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def _from_sse(self, r: aiohttp.ClientResponse, rid: int) -> Any:
         data: list[str] = []
+        size = 0
         async for raw in r.content:
+            size += len(raw)
+            if size > self.max_answer:
+                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if line.startswith("data:"):
                 data.append(line[5:].lstrip())
@@ -130,6 +149,10 @@ class LeanSession:
             pass
         finally:
             await self.http.close()
+
+
+class _TooLarge(ValueError):
+    """An answer past the cap (a ValueError: reported as the server being unavailable for this call)."""
 
 
 __all__ = ["LeanSession"]

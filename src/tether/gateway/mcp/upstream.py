@@ -69,7 +69,9 @@ class UpstreamSession:
     """One live MCP session; its transport and ClientSession live in one runner task."""
 
     def __init__(self, spec: ServerSpec, key: Key, headers: HeaderSource | None,
-                 on_notification: Callable[[str, Any], None] | None = None) -> None:  # fmt: skip
+                 on_notification: Callable[[str, Any], None] | None = None,
+                 max_answer: int = 1024 * 1024 * 1024) -> None:  # fmt: skip
+        self.max_answer = max_answer
         self.spec = spec
         self.key = key
         self.headers = headers
@@ -88,7 +90,7 @@ class UpstreamSession:
         if self.spec.transport == "lean":
             from tether.gateway.mcp.lean import LeanSession
 
-            lean = LeanSession(self.spec, self.key[1], self.key[2], self.headers)
+            lean = LeanSession(self.spec, self.key[1], self.key[2], self.headers, max_answer=self.max_answer)
             try:
                 await asyncio.wait_for(lean.start(), self.spec.connect_timeout + 1)
             except TimeoutError:
@@ -269,9 +271,12 @@ class UpstreamPool:
     """
 
     def __init__(self, servers: Mapping[str, ServerSpec], *, headers: HeaderSource | None = None,
-                 on_notification: Callable[[str, Any], None] | None = None) -> None:  # fmt: skip
+                 on_notification: Callable[[str, Any], None] | None = None,
+                 max_answer: int = 1024 * 1024 * 1024) -> None:  # fmt: skip
         self.servers = dict(servers)
         self.headers = headers
+        #: the largest answer a URL upstream's lean session reads (past it: unavailable, never held in memory)
+        self.max_answer = max_answer
         self.on_notification = on_notification
         self._sessions: dict[Slot, UpstreamSession] = {}
         self._starting: dict[Slot, asyncio.Future[UpstreamSession]] = {}
@@ -299,7 +304,7 @@ class UpstreamPool:
             spec = self.servers[key[0]]
             if sum(1 for k in self._sessions if k[0] == key[0]) >= spec.max_sessions:
                 await self._evict_oldest(key[0])
-            s = UpstreamSession(spec, key, self.headers, self.on_notification)
+            s = UpstreamSession(spec, key, self.headers, self.on_notification, max_answer=self.max_answer)
             await s.start()
             self._sessions[at] = s
             fut.set_result(s)
