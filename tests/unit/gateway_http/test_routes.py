@@ -85,6 +85,28 @@ def test_send_mail_counts_recipients_outside_the_tenant() -> None:
     assert facts["attachments"] == 2
 
 
+def test_sharing_counts_what_it_cannot_place_inside_the_tenant_as_external() -> None:
+    """An anonymous link, or one of the tenant's default scope, counts as one external recipient; invitees
+    named by alias or object id are no tenant address, so they count as external too (fail closed)."""
+    link = GRAPH.match("POST", normalise_path("/v1.0/me/drive/items/x/createLink"))
+    invite = GRAPH.match("POST", normalise_path("/v1.0/me/drive/items/x/invite"))
+    assert link is not None
+    assert invite is not None
+    tenant = ["contoso.example"]
+    assert extract_facts(link.spec, {"type": "view", "scope": "anonymous"}, [], tenant)["external_recipients"] == 1
+    assert extract_facts(link.spec, {"type": "view"}, [], tenant)["external_recipients"] == 1
+    assert extract_facts(link.spec, {"type": "view", "scope": "organization"}, [], tenant)["external_recipients"] == 0
+    people = {"recipients": [{"email": "bob@contoso.example"}, {"objectId": "5f1c-77"}, {"alias": "pat"}]}
+    facts = extract_facts(invite.spec, people, [], tenant)
+    assert facts["external_recipients"] == 2
+    assert (
+        extract_facts(invite.spec, {"recipients": [{"email": "bob@contoso.example"}]}, [], tenant)[
+            "external_recipients"
+        ]
+        == 0
+    )
+
+
 def test_a_map_with_an_unknown_action_does_not_load() -> None:
     """A route naming an action the catalogue lacks is a load error, not a silent allow."""
     doc = RouteMapDoc.model_validate({"name": "x", "routes": [{"name": "r", "method": "GET", "paths": ["/a"],
