@@ -99,6 +99,11 @@ class LeanSession:
 
     async def _read(self, r: aiohttp.ClientResponse) -> bytes:
         """The answer's body, refused once it passes `max_answer` bytes (before it is all in memory)."""
+        length = r.content_length
+        if length is not None:  # the usual answer: its length is known (and aiohttp reads no more than it)
+            if length > self.max_answer:
+                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
+            return await r.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in r.content.iter_any():
