@@ -121,7 +121,9 @@ class Hostile:
 
         async def items(request: Request) -> Response:
             n = int(request.query_params.get("n", "3"))
-            return JSONResponse({"value": [{"id": i} for i in range(n)]})
+            await asyncio.sleep(float(request.query_params.get("delay", "0")))
+            pad = "x" * int(request.query_params.get("pad", "0"))
+            return JSONResponse({"value": [{"id": i, **({"pad": pad} if pad else {})} for i in range(n)]})
 
         async def big(request: Request) -> Response:
             async def gen() -> Any:

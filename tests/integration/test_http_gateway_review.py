@@ -208,3 +208,22 @@ def test_a_label_that_cannot_be_read_or_is_unknown_counts_as_highly_confidential
     r = share(other["id"])
     assert r.status_code == 403
     assert "external.highly-confidential-never" in r.json()["policy_ids"]
+
+
+def test_concurrent_answers_of_one_task_cannot_overrun_its_budget_together(world: World) -> None:
+    """Three reads of 20 items each in flight at once against a 50-item budget (answers large enough to
+    arrive in pieces, so their relays interleave): each answer is counted as it is let through, so the
+    third sees the first two and is refused; before, each checked the usage as it was before any of them
+    was counted, and all three went out (60 items)."""
+    import asyncio
+
+    async def three() -> list[httpx.Response]:
+        auth = {"Authorization": f"Bearer {world.token('hostile')}"}
+        async with httpx.AsyncClient(timeout=30) as h:
+            url = f"{world.base}/proxy/hostile/api/items?n=20&delay=0.3&pad=20000"  # 400 KB: read in pieces
+            return list(await asyncio.gather(*(h.get(url, headers=auth) for _ in range(3))))
+
+    codes = sorted(r.status_code for r in asyncio.run(three()))
+    assert codes == [200, 200, 403]
+    world.enforcer.drain()
+    assert world.enforcer.usage.of(world.task_id)["items"] == 40

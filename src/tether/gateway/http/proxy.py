@@ -140,6 +140,8 @@ class Ctx:
     approval_id: str | None
     headers: list[tuple[bytes, bytes]]
     started: float = field(default_factory=time.perf_counter)
+    #: bytes and items of this request's answer counted ahead (see HttpGateway._reserve)
+    reserved: list[int] = field(default_factory=lambda: [0, 0])
 
 
 def _b(s: str) -> bytes:
@@ -538,6 +540,7 @@ class HttpGateway:
             raise UpstreamFailed(f"the upstream did not answer ({type(exc).__name__})") from None
         finally:
             outcome["latency_us"] = int((time.perf_counter() - ctx.started) * 1e6)
+            self._release(ctx)  # the outcome counts it from here (no await in between)
             if enforcer is not None and prep.call is not None:
                 try:
                     await enforcer.completed(prep.call, prep.verdict, outcome=outcome)
@@ -557,7 +560,6 @@ class HttpGateway:
         _check_coding(resp)
         headers = self._response_headers(ctx, resp)
         ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        usage = self._usage(ctx)
         budget = up.budget
         clen = resp.content_length
         if ctype.endswith("json") and (clen is None or clen <= up.json_rewrite_max):
@@ -567,10 +569,11 @@ class HttpGateway:
                 if scanner.contains(raw) or (body is not raw and scanner.contains(body)) or _escaped_hit(scanner, raw):
                     await self._leak(ctx, prep, "body")
                     raise LeakBlocked("the upstream's response contained the injected credential")
-                over = _over(budget, usage, len(body), items)
+                over = _over(budget, self._usage(ctx), len(body), items)  # as of now, not before the read
                 if over:
                     await self._budget(ctx, prep, over, len(body), items)
                     raise BudgetExceeded(f"this response would take the task past its {over} budget")
+                self._reserve(ctx, len(body), items)
                 headers.append((b"content-length", str(len(body)).encode()))
                 await send({"type": "http.response.start", "status": resp.status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
@@ -587,13 +590,15 @@ class HttpGateway:
                 if not started:
                     raise LeakBlocked("the upstream's response contained the injected credential")
                 raise _Abort("leak")
-            over = _over(budget, usage, sent + len(safe), 0) or ("size" if sent + len(safe) > cap else None)
+            # this answer's earlier chunks are counted in the usage already (reserved as they were sent)
+            over = _over(budget, self._usage(ctx), len(safe), 0) or ("size" if sent + len(safe) > cap else None)
             if over:
                 await self._budget(ctx, prep, over, sent + len(safe), 0)
                 if not started:
                     raise BudgetExceeded(f"this response would take the task past its {over} budget")
                 raise _Abort("budget")
             if safe:
+                self._reserve(ctx, len(safe), 0)
                 if not started:
                     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
                     started = True
@@ -820,6 +825,7 @@ class HttpGateway:
                         if p.verdict.allowed:
                             await self._budget(ctx, p, over, len(merged), items)
                     raise BudgetExceeded(f"this response would take the task past its {over} budget")
+                self._reserve(ctx, len(merged), items)
                 headers = [*self._response_headers(ctx, resp), (b"content-length", str(len(merged)).encode())]
                 await send({"type": "http.response.start", "status": resp.status, "headers": headers})
                 await send({"type": "http.response.body", "body": merged})
@@ -828,6 +834,7 @@ class HttpGateway:
             outcome = {"result": "upstream_error", "error": type(exc).__name__}
             raise UpstreamFailed(f"the upstream did not answer ({type(exc).__name__})") from None
         finally:
+            self._release(ctx)
             enforcer = self._enforcer()
             allowed = [p for p in preps if p.verdict.allowed]
             for i, p in enumerate(allowed):
@@ -855,6 +862,26 @@ class HttpGateway:
         return {**answer, "headers": kept}
 
     # ------------------------------------------------------------ events and counters
+
+    def _reserve(self, ctx: Ctx, size: int, items: int) -> None:
+        """Count an answer against the task's usage as it is let through, before the first await that sends
+        it: concurrent requests of the task then see it when they check their own (the outcome record
+        counts it for good; `_release` hands over to it)."""
+        usage = getattr(self._enforcer(), "usage", None)
+        if usage is None:
+            return
+        usage.add(ctx.token.task_id, bytes=size, items=items)
+        ctx.reserved[0] += size
+        ctx.reserved[1] += items
+
+    def _release(self, ctx: Ctx) -> None:
+        """Give back what `_reserve` counted, right before the outcome is counted (no await in between)."""
+        size, items = ctx.reserved
+        usage = getattr(self._enforcer(), "usage", None)
+        if usage is None or not (size or items):
+            return
+        usage.add(ctx.token.task_id, bytes=-size, items=-items)
+        ctx.reserved[:] = [0, 0]
 
     def _usage(self, ctx: Ctx) -> Mapping[str, int]:
         enforcer = self._enforcer()
