@@ -170,6 +170,7 @@ class SqlTokenRepo:
         """Rows past `seq` made since `since`; ended MCP sessions (kind `mcp_session`) since `sessions_since`."""
         recent = revocations.c.created_at >= since
         if sessions_since is not None:
+            # kind "mcp_session" is tether.tokens.revocation.SESSION_KIND (the store does not import the tokens context)
             recent = or_(recent, and_(revocations.c.kind == "mcp_session", revocations.c.created_at >= sessions_since))
         q = (
             select(revocations.c.seq, revocations.c.kind, revocations.c.subject_id, revocations.c.created_at)
