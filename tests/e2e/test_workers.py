@@ -42,6 +42,15 @@ def worker_pids(data: str) -> set[str]:
     return {p.stem.rsplit("_", 1)[-1] for p in (Path(data) / "metrics").glob("*.db")}
 
 
+def open_session(demo: dict[str, str], purpose: str) -> tuple[dict[str, str], str]:
+    """A task token for /mcp (scope mcp:read) and a session it opened: (Authorization header, session id)."""
+    base = demo["base"]
+    auth = {"Authorization": f"Bearer {exchange(demo, 'mcp:read', base + '/mcp', purpose)}"}
+    init = fresh("POST", base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                 headers=auth)  # fmt: skip
+    return auth, init.headers["mcp-session-id"]
+
+
 def test_both_workers_serve_and_metrics_count_them_all(demo: dict[str, str]) -> None:
     base = demo["base"]
     for _ in range(40):
@@ -58,11 +67,7 @@ def test_both_workers_serve_and_metrics_count_them_all(demo: dict[str, str]) -> 
 
 def test_an_mcp_session_opened_on_one_worker_works_on_the_other(demo: dict[str, str]) -> None:
     base = demo["base"]
-    token = exchange(demo, "mcp:read", base + "/mcp", "notes across workers")
-    auth = {"Authorization": f"Bearer {token}"}
-    init = fresh("POST", base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                 headers=auth)  # fmt: skip
-    sid = init.headers["mcp-session-id"]
+    auth, sid = open_session(demo, "notes across workers")
     for i in range(20):
         r = fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json={
             "jsonrpc": "2.0", "id": 2 + i, "method": "tools/call",
@@ -78,11 +83,7 @@ def test_an_mcp_session_ended_on_one_worker_is_refused_by_every_worker(demo: dic
     from tether.tokens.revocation import STALE_SECONDS
 
     base = demo["base"]
-    token = exchange(demo, "mcp:read", base + "/mcp", "a session to end")
-    auth = {"Authorization": f"Bearer {token}"}
-    init = fresh("POST", base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                 headers=auth)  # fmt: skip
-    sid = init.headers["mcp-session-id"]
+    auth, sid = open_session(demo, "a session to end")
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     assert fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json=listing).status_code == 200
     assert fresh("DELETE", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}).status_code == 200

@@ -194,6 +194,13 @@ async def test_token_for_another_audience_is_refused(world: World) -> None:
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
 
 
+async def open_session(h: httpx.AsyncClient, world: World, auth: dict[str, str]) -> str:
+    """`initialize` on /mcp with `auth`; the new session's id."""
+    init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                        headers=auth)  # fmt: skip
+    return str(init.headers["mcp-session-id"])
+
+
 async def test_another_tasks_token_cannot_use_a_session_or_an_approval(world: World) -> None:
     """A session belongs to its task: another task's token gets 404 on it, and cannot consume its approval."""
     await world.pin_all()
@@ -204,9 +211,7 @@ async def test_another_tasks_token_cannot_use_a_session_or_an_approval(world: Wo
     await world.services.approvals.decide(world.sponsor, approval_id, approve=True, reason="ok")
     other = world.token(task_id=world.new_task())
     async with httpx.AsyncClient() as h:
-        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                            headers={"Authorization": f"Bearer {world.token()}"})  # fmt: skip
-        sid = init.headers["mcp-session-id"]
+        sid = await open_session(h, world, {"Authorization": f"Bearer {world.token()}"})
         r = await h.post(world.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
                          headers={"Authorization": f"Bearer {other}", "Mcp-Session-Id": sid})  # fmt: skip
         assert r.status_code == 404
@@ -230,9 +235,7 @@ async def test_session_ids_are_signed_so_any_process_accepts_them_and_nobody_for
     other = {"Authorization": f"Bearer {world.token(task_id=other_task)}"}
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     async with httpx.AsyncClient() as h:
-        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                            headers=auth)  # fmt: skip
-        sid = init.headers["mcp-session-id"]
+        sid = await open_session(h, world, auth)
         assert all(0x21 <= ord(c) <= 0x7E for c in sid)  # MCP: visible ASCII only
         world.gateway.sessions.clear()  # as if this request reached a process that never saw the session
         r = await h.post(world.url, json=listing, headers={**auth, "Mcp-Session-Id": sid})
@@ -289,9 +292,7 @@ async def test_a_session_ended_on_one_process_is_refused_by_the_others(world: Wo
         return r.status_code
 
     async with httpx.AsyncClient() as h:
-        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                            headers=auth)  # fmt: skip
-        sid = init.headers["mcp-session-id"]
+        sid = await open_session(h, world, auth)
         assert await listed(sid, there) == 200
         gw._ended_anywhere = here
         r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
@@ -324,9 +325,7 @@ async def test_a_session_end_that_cannot_be_recorded_ends_nothing(world: World) 
     auth = {"Authorization": f"Bearer {world.token()}"}
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     async with httpx.AsyncClient() as h:
-        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                            headers=auth)  # fmt: skip
-        sid = init.headers["mcp-session-id"]
+        sid = await open_session(h, world, auth)
         gw._ended_anywhere = Unwritable()
         try:
             r = await h.delete(world.url, headers={**auth, "Mcp-Session-Id": sid})
@@ -365,9 +364,7 @@ async def test_malformed_and_oversized_json_rpc_get_json_rpc_errors(world: World
         for body, status, code in cases:
             r = await h.post(world.url, content=body, headers=auth)
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), body[:40]
-        init = await h.post(world.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                            headers=auth)  # fmt: skip
-        sid = {"Mcp-Session-Id": init.headers["mcp-session-id"]}
+        sid = {"Mcp-Session-Id": await open_session(h, world, auth)}
         await world.pin_all()
         lone = b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"git__git_status","arguments":'
         r = await h.post(world.url, content=lone + b'{"repo_path":"\\udc00"}}}', headers={**auth, **sid})

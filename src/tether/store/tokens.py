@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -165,13 +165,16 @@ class SqlTokenRepo:
         return None if r is None else f"{r.kind} revoked ({r.reason})"
 
     def revocations_after(
-        self, seq: int, since: datetime, *, sessions_since: datetime | None = None
+        self, seq: int, since: datetime, *, kept_longer: Mapping[str, datetime] | None = None
     ) -> list[RevocationRow]:
-        """Rows past `seq` made since `since`; ended MCP sessions (kind `mcp_session`) since `sessions_since`."""
-        recent = revocations.c.created_at >= since
-        if sessions_since is not None:
-            # kind "mcp_session" is tether.tokens.revocation.SESSION_KIND (the store does not import the tokens context)
-            recent = or_(recent, and_(revocations.c.kind == "mcp_session", revocations.c.created_at >= sessions_since))
+        """Rows past `seq` made since `since`, and rows of the kinds in `kept_longer` made since their own time."""
+        recent = or_(
+            revocations.c.created_at >= since,
+            *(
+                and_(revocations.c.kind == kind, revocations.c.created_at >= t)
+                for kind, t in (kept_longer or {}).items()
+            ),
+        )
         q = (
             select(revocations.c.seq, revocations.c.kind, revocations.c.subject_id, revocations.c.created_at)
             .where(revocations.c.seq > seq, recent)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +72,7 @@ class TokenRepo(Protocol):
     ) -> int: ...
     def revoked(self, subjects: Sequence[tuple[str, str]], issued_at: datetime) -> str | None: ...
     def revocations_after(
-        self, seq: int, since: datetime, *, sessions_since: datetime | None = None
+        self, seq: int, since: datetime, *, kept_longer: Mapping[str, datetime] | None = None
     ) -> list[RevocationRow]: ...
     def record(self, events: Sequence[Event]) -> list[Record]: ...
 

@@ -211,7 +211,7 @@ class RevocationWatcher:
         low = min(self._gaps) - 1 if self._gaps else s.watermark
         now = self.clock()
         with self.store.read() as repo:
-            rows = repo.revocations_after(low, now - HORIZON, sessions_since=now - SESSION_HORIZON)
+            rows = repo.revocations_after(low, now - HORIZON, kept_longer={SESSION_KIND: now - SESSION_HORIZON})
         now_m = time.monotonic()
         for r in rows:
             self._gaps.pop(r.seq, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,12 +79,11 @@ class FakeRepo:
         self.rows = rows
 
     def revocations_after(
-        self, seq: int, since: datetime, *, sessions_since: datetime | None = None
+        self, seq: int, since: datetime, *, kept_longer: Mapping[str, datetime] | None = None
     ) -> list[RevocationRow]:
         def recent(r: RevocationRow) -> bool:
-            return r.created_at >= since or (
-                r.kind == SESSION_KIND and sessions_since is not None and r.created_at >= sessions_since
-            )
+            longer = (kept_longer or {}).get(r.kind)
+            return r.created_at >= since or (longer is not None and r.created_at >= longer)
 
         return sorted((r for r in self.rows if r.seq > seq and recent(r)), key=lambda r: r.seq)
 

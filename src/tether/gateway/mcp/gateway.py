@@ -478,15 +478,6 @@ class McpGateway:
     def _key(self, server: str, token: Any) -> Key:
         return (server, token.person_id, token.task_id)
 
-    def _servers_with(self, token: Any, capability: str) -> list[str]:
-        out = []
-        for name in self.servers:
-            live = [s for s in self.pool.live(name) if s.key[1] == token.person_id and s.key[2] == token.task_id]
-            caps = live[0].init_result.get("capabilities", {}) if live else None
-            if caps is None or capability in caps:
-                out.append(name)
-        return out
-
     def _public(self, server: str, name: str) -> str:
         return f"{server}{SEP}{name}" if self.config.namespace else name
 
