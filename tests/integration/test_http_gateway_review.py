@@ -227,3 +227,55 @@ def test_concurrent_answers_of_one_task_cannot_overrun_its_budget_together(world
     assert codes == [200, 200, 403]
     world.enforcer.drain()
     assert world.enforcer.usage.of(world.task_id)["items"] == 40
+
+
+# ---------------------------------------------------------------------- replies
+
+
+def _inbox(world: World) -> list[dict[str, object]]:
+    uid = world.sim.by_upn["alice@contoso.example"]
+    return list(world.sim.messages[uid].values())
+
+
+def _reply(world: World, message_id: str, verb: str = "reply", body: dict[str, object] | None = None) -> dict:  # type: ignore[type-arg]
+    """POST a reply through the gateway; the facts the decision saw."""
+    from urllib.parse import quote
+
+    auth = {"Authorization": f"Bearer {world.token(scopes='mail:read mail:reply')}"}
+    url = f"{world.base}/proxy/m365/v1.0/me/messages/{quote(message_id, safe='')}/{verb}"
+    before = len(world.enforcer.calls)
+    httpx.post(url, json=body or {"comment": "Thanks"}, headers=auth)
+    assert len(world.enforcer.calls) == before + 1
+    return dict(world.enforcer.calls[-1].facts)
+
+
+def test_a_reply_counts_the_recipients_the_body_does_not_name(world: World) -> None:
+    """A reply goes to the original's sender, a reply-all to its recipients too, though the body names
+    neither: the gateway reads them from the message (its own credential) and counts the ones outside the
+    tenant. Before, a reply to a partner counted no recipient at all."""
+    external = next(m for m in _inbox(world) if str(m["from"]["emailAddress"]["address"]).endswith("fabrikam.example"))  # type: ignore[index]
+    internal = next(m for m in _inbox(world) if str(m["from"]["emailAddress"]["address"]).endswith("contoso.example"))  # type: ignore[index]
+    facts = _reply(world, str(external["id"]))
+    assert facts["external_recipients"] == 1
+    assert facts["external_domains"] == ["fabrikam.example"]
+    assert "pat@fabrikam.example" in facts["recipients"]
+    assert _reply(world, str(internal["id"]))["external_recipients"] == 0
+    # reply-all: the original's cc list is read as well
+    internal["ccRecipients"] = [{"emailAddress": {"name": "Quinn", "address": "quinn@northwind.example"}}]
+    assert _reply(world, str(internal["id"]))["external_recipients"] == 0
+    facts = _reply(world, str(internal["id"]), "replyAll")
+    assert facts["external_domains"] == ["northwind.example"]
+    # recipients the body adds still count
+    extra = {"comment": "+1", "message": {"toRecipients": [{"emailAddress": {"address": "pat@fabrikam.example"}}]}}
+    assert _reply(world, str(internal["id"]), body=extra)["external_domains"] == ["fabrikam.example"]
+
+
+def test_a_reply_whose_message_cannot_be_read_counts_as_leaving_the_tenant(world: World) -> None:
+    """No such message, or an id holding `?` and `#` (`<id>?$select=id#`, which the upstream has no message
+    of, though a lookup built from it unencoded reads message `<id>`): the recipients are unknown, so the
+    reply counts as going outside the tenant. Ids are percent-encoded in the lookup, as when forwarded."""
+    partner = next(m for m in _inbox(world) if str(m["from"]["emailAddress"]["address"]).endswith("fabrikam.example"))  # type: ignore[index]
+    for mid in ("AAMkNOSUCHMESSAGE", f"{partner['id']}?$select=id#"):
+        facts = _reply(world, mid)
+        assert facts["external_recipients"] == 1, mid
+        assert facts["external_domains"] == ["*"], mid

@@ -18,6 +18,7 @@ COVERED = [
     ("GET", "/v1.0/me/messages/AAMk1", "mail:read", "messages.get"),
     ("POST", "/v1.0/me/sendMail", "mail:send", "messages.send"),
     ("POST", "/v1.0/me/messages/AAMk1/reply", "mail:reply", "messages.reply"),
+    ("POST", "/v1.0/me/messages/AAMk1/replyAll", "mail:reply", "messages.replyAll"),
     ("POST", "/v1.0/me/messages/AAMk1/forward", "mail:forward", "messages.forward"),
     ("DELETE", "/v1.0/me/messages/AAMk1", "mail:delete", "messages.delete"),
     ("POST", "/v1.0/me/messages/AAMk1/move", "mail:move", "messages.move"),
@@ -132,3 +133,29 @@ def test_graph_resource_types_are_cedar_entity_types() -> None:
     for routes in GRAPH.routes.values():
         for r in routes:
             assert r.spec.batch or r.spec.resource.type in RESOURCE_TYPES, r.spec.name
+
+
+def test_a_reply_joins_the_original_messages_recipients_read_by_lookup() -> None:
+    """The lookup's answer adds its addresses to the body's; no answer counts one recipient as anyone."""
+    reply_all = GRAPH.match("POST", normalise_path("/v1.0/me/messages/m1/replyAll"))
+    assert reply_all is not None
+    assert reply_all.spec.lookup is not None
+    tenant = ["contoso.example"]
+    original = {
+        "from": {"emailAddress": {"address": "pat@fabrikam.example"}},
+        "toRecipients": [{"emailAddress": {"address": "alice@contoso.example"}}],
+        "ccRecipients": [{"emailAddress": {"address": "Q@Northwind.example"}}, {"emailAddress": {}}],
+    }
+    body = {"message": {"toRecipients": [{"emailAddress": {"address": "bob@contoso.example"}}]}}
+    facts = extract_facts(reply_all.spec, body, [], tenant, original)
+    assert facts["recipients"] == [
+        "alice@contoso.example", "bob@contoso.example", "pat@fabrikam.example", "q@northwind.example",
+    ]  # fmt: skip
+    assert facts["external_domains"] == ["fabrikam.example", "northwind.example"]
+    unknown = extract_facts(reply_all.spec, body, [], tenant, None)
+    assert unknown["external_recipients"] == 1
+    assert unknown["external_domains"] == ["*"]
+    # a route without a lookup is not affected by a missing answer
+    send = GRAPH.match("POST", normalise_path("/v1.0/me/sendMail"))
+    assert send is not None
+    assert extract_facts(send.spec, body, [], tenant, None)["external_recipients"] == 0

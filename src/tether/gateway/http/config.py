@@ -6,7 +6,7 @@
           base_url: https://graph.microsoft.com      # scheme + host (+ port), no path
           route_map: graph                           # a shipped map, or a YAML file path
           credential: graph-obo                      # vault credential injected on the way out
-          label_credential: graph-app                # app-only credential for sensitivity lookups
+          label_credential: graph-app                # app-only credential for the gateway's own lookups
           tenant_domains: [contoso.example]
           tls: {verify: true, ca_file: null}
           timeouts: {connect: 5, total: 60}

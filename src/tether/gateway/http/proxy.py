@@ -23,10 +23,10 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -37,7 +37,7 @@ from tether.audit.model import Event
 from tether.credentials import Injection, Providers
 from tether.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge, TetherError, Unavailable
 from tether.gateway.http.config import HttpGatewayConfig, Upstream
-from tether.gateway.http.normalise import PathRefused, encode_path, encode_query, normalise_path, parse_query
+from tether.gateway.http.normalise import SAFE, PathRefused, encode_path, encode_query, normalise_path, parse_query
 from tether.gateway.http.routes import RouteMap, RouteMatch, extract_facts, load_route_map
 from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
@@ -363,7 +363,8 @@ class HttpGateway:
             except ValueError:
                 if ctype.endswith("json"):
                     raise InvalidRequest("the request body is not valid JSON") from None
-        facts = extract_facts(match.spec, doc, query, ctx.upstream.tenant_domains)
+        looked_up = await self._lookup(ctx, match) if match.spec.lookup is not None else None
+        facts = extract_facts(match.spec, doc, query, ctx.upstream.tenant_domains, looked_up)
         facts["size"] = len(body)
         facts["route"] = match.spec.name
         facts["app_only"] = self._app_only(ctx.upstream)
@@ -417,30 +418,15 @@ class HttpGateway:
         up = ctx.upstream
         if not up.label_credential or self.providers is None or params.get("id") in (None, "root"):
             return None
-        p = dict(params)
-        if p.get("user") == "me":
-            email = self.person_email(ctx.token.person_id)
-            if email is None:
-                return None
-            p["user"] = email
-        template = next((t for t in match.spec.resource.label if all(n in p for n in _names(t))), None)
-        if template is None:
+        path = self._own_path(ctx, match.spec.resource.label, params)
+        if path is None:
             return None
-        path = _fill(template, p)
         key = (up.name, match.spec.resource.type, path)
         hit = self._labels.get(key)
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
-        injected = await self.providers.get(up.label_credential).inject(Injection("gateway", "gateway"))
-        try:
-            async with self.session().get(
-                up.base_url + path, headers=injected.headers, allow_redirects=False, ssl=self._ssl.get(up.name, True),
-                timeout=aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect),
-            ) as resp:  # fmt: skip
-                doc = await resp.json(content_type=None) if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            doc = None
+        doc = await self._own_read(up, path)
         if not isinstance(doc, dict):
             # The label could not be read (the upstream failed, refused, or has no such item): fail closed, as
             # the most sensitive level, never the route's default. Not cached: the next call asks again.
@@ -452,6 +438,50 @@ class HttpGateway:
         level = LABEL_LEVELS.get(str(name).strip().lower(), "highly_confidential") if name else None
         self._labels[key] = (level or "", now + up.label_ttl)
         return level
+
+    async def _lookup(self, ctx: Ctx, match: RouteMatch) -> Any:
+        """The answer to the route's lookup (`LookupSpec`), read with the gateway's own credential, never
+        cached (a draft's recipients change); None when it cannot be read, which counts as unknown."""
+        spec, up = match.spec.lookup, ctx.upstream
+        if spec is None or not up.label_credential or self.providers is None:
+            return None
+        params = dict(match.params)
+        if "user" not in params and _is_me(match.route.template):
+            params["user"] = "me"
+        path = self._own_path(ctx, spec.paths, params)
+        doc = await self._own_read(up, path) if path is not None else None
+        if not isinstance(doc, dict):
+            log.warning("lookup not readable: recipients outside the tenant assumed", upstream=up.name,
+                        route=match.spec.name)  # fmt: skip
+        return doc
+
+    def _own_path(self, ctx: Ctx, templates: Sequence[str], params: Mapping[str, str]) -> str | None:
+        """The first of `templates` the request's params fill (`me`: the person's address), each value
+        percent-encoded so that a `?` or `#` in an id cannot change which resource is read."""
+        p = dict(params)
+        if p.get("user") == "me":
+            email = self.person_email(ctx.token.person_id)
+            if email is None:
+                return None
+            p["user"] = email
+        template = next((t for t in templates if all(n in p for n in _names(t))), None)
+        if template is None:
+            return None
+        return _fill(template, {k: quote(v, safe=SAFE) for k, v in p.items()})
+
+    async def _own_read(self, up: Upstream, path: str) -> Any:
+        """GET `path` on the upstream with the gateway's own credential: its JSON answer, or None."""
+        if self.providers is None or up.label_credential is None:
+            return None
+        try:
+            injected = await self.providers.get(up.label_credential).inject(Injection("gateway", "gateway"))
+            async with self.session().get(
+                up.base_url + path, headers=injected.headers, allow_redirects=False, ssl=self._ssl.get(up.name, True),
+                timeout=aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect),
+            ) as resp:  # fmt: skip
+                return await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
 
     async def _decide(self, ctx: Ctx, prep: Prepared, approval_id: str | None) -> None:
         from tether.gateway._enforce import Call

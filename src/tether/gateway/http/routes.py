@@ -57,6 +57,18 @@ class ResourceSpec(BaseModel):
         return v
 
 
+class LookupSpec(BaseModel):
+    """Facts the request does not carry, read from the upstream before the decision with the gateway's
+    own credential: a reply goes to the original message's sender, a reply-all to all its recipients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: paths (on the upstream, with params) whose JSON answer holds the facts; the first whose params the
+    #: request has is used (`{user}` is always there: `me` → the person)
+    paths: list[str] = Field(min_length=1)
+    #: fact name → JSON paths into that answer; the values join the request's own values of that fact
+    facts: dict[str, list[str]] = Field(min_length=1)
+
+
 class RouteSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -68,6 +80,7 @@ class RouteSpec(BaseModel):
     #: JSON field of the response whose list length counts as items read
     items: str | None = "value"
     max_body: int | None = Field(None, ge=0)
+    lookup: LookupSpec | None = None
     batch: bool = False
 
     @field_validator("method")
@@ -185,9 +198,17 @@ def _walk(doc: Any, path: str) -> list[Any]:
 
 
 def extract_facts(
-    spec: RouteSpec, body: Any, query: Sequence[tuple[str, str]], tenant_domains: Sequence[str]
+    spec: RouteSpec,
+    body: Any,
+    query: Sequence[tuple[str, str]],
+    tenant_domains: Sequence[str],
+    upstream_doc: Any = None,
 ) -> dict[str, Any]:
-    """Request facts for policy: the route's JSON paths, and recipients counted against the tenant."""
+    """Request facts for policy: the route's JSON paths, and recipients counted against the tenant.
+
+    `upstream_doc` is the answer to the route's lookup (`LookupSpec`); a route with a lookup and no
+    answer (it could not be read) counts one recipient outside the tenant, as anyone (fail closed).
+    """  # fmt: skip
     facts: dict[str, Any] = {}
     q = dict(query)
     for name, paths in spec.facts.items():
@@ -202,6 +223,11 @@ def extract_facts(
             else:
                 values.extend(v for v in _walk(body, p) if isinstance(v, str | int | float | bool))
         facts[name] = count if all(p.startswith("#") for p in paths) else values
+    unknown = spec.lookup is not None and not isinstance(upstream_doc, dict)
+    if spec.lookup is not None and not unknown:
+        for name, paths in spec.lookup.facts.items():
+            found = [v for p in paths for v in _walk(upstream_doc, p) if isinstance(v, str | int | float | bool)]
+            facts[name] = [*(facts.get(name) or []), *found]
     if "recipients" in facts:
         recips = sorted({str(r).strip().lower() for r in facts["recipients"] if str(r).strip()})
         domains = {d.lower() for d in tenant_domains}
@@ -218,11 +244,15 @@ def extract_facts(
         if not scopes or "anonymous" in scopes:
             facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
             facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
+    if unknown and any(name == "recipients" for name in spec.lookup.facts):  # type: ignore[union-attr]
+        facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
+        facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
     return facts
 
 
 __all__ = [
     "SENSITIVITIES",
+    "LookupSpec",
     "Route",
     "RouteMap",
     "RouteMapDoc",
