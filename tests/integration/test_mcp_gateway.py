@@ -390,6 +390,41 @@ async def test_prompt_meta_is_recorded_and_stripped(world: World) -> None:
     assert requested["detail"]["prompt_source"] == "agent_asserted"
 
 
+async def test_a_hop_names_the_tool_result_that_led_to_it_and_nothing_else(world: World) -> None:
+    """Each result carries the id of its tool.completed event (`io.tether/event`); a later call of the task that
+    names it in `io.tether/parent` is recorded with that parent, so the hops read as one story. A parent that is
+    another task's result, or an event that is no tool result, or not an event id at all, is refused (a deny on
+    record, nothing forwarded). A result this process no longer remembers is checked in the log."""
+    await world.pin_all()
+    args = {"repo_path": str(world.repo)}
+    async with client(world) as s:
+        first = await s.call_tool("git__git_status", args)
+        assert not first.is_error
+        parent = (first.meta or {})["io.tether/event"]
+        second = await s.call_tool("git__git_log", args, meta={"io.tether/parent": parent})
+        assert not second.is_error, text_of(second)
+    completed = await eventually(lambda: [e for e in world.events("tool.completed") if e["id"] == parent])
+    assert completed[0]["action"] == "git:read"
+    assert world.events("tool.requested")[-1]["parent_id"] == parent
+
+    decided_id = world.events("policy.decided")[-1]["id"]  # an event of the task, but no tool result
+    async with client(world, world.token(task_id=world.new_task())) as other:
+        theirs = (await other.call_tool("git__git_status", args)).meta["io.tether/event"]  # type: ignore[index]
+    requests = len(world.events("tool.requested"))
+    async with client(world) as s:
+        for bad in (theirs, decided_id, "evt_nosuchevent", "not-an-id", 7):
+            r = await s.call_tool("git__git_log", args, meta={"io.tether/parent": bad})
+            assert r.is_error, bad
+            assert meta_of(r)["reason"] == "parent_invalid", bad
+        assert len(world.events("tool.requested")) == requests  # none was decided, so none was forwarded
+        denies = [e for e in world.events("policy.decided") if e["policy_ids"] == ["tether:parent-invalid"]]
+        assert len(denies) == 5
+        # forgotten here (another process answered it, or this one restarted): read from the log
+        world.gateway._results.clear()
+        r = await s.call_tool("git__git_log", args, meta={"io.tether/parent": parent})
+        assert not r.is_error, text_of(r)
+
+
 @pytest.mark.parametrize("transport", ["sdk", "lean"])
 async def test_unreachable_upstream_is_a_clear_tool_error_not_a_hang(
     tmp_path: Path, db_url: str, transport: str

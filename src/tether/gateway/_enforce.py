@@ -344,8 +344,11 @@ class Enforcer:
             approval_id = approval.id
         return Verdict(decision, allowed, approval_id, requested_id, decided_id, getattr(breakglass, "id", None))
 
-    async def completed(self, call: Call, verdict: Verdict, *, outcome: Mapping[str, Any]) -> None:
-        """Record the outcome of a forwarded call (status, size, latency) and count usage.
+    async def completed(
+        self, call: Call, verdict: Verdict, *, outcome: Mapping[str, Any], event_id: str | None = None
+    ) -> None:
+        """Record the outcome of a forwarded call (status, size, latency) and count usage (`event_id`: the
+        record's id, when the caller has already named it to the client).
 
         Lazy: the answer has left already, so the record rides in the next decision's commit (or is
         committed alone within a few milliseconds) instead of costing an fsync of its own.
@@ -368,6 +371,7 @@ class Enforcer:
                 decision=verdict.decision.effect.value,
                 approval_id=verdict.approval_id,
                 outcome=dict(outcome),
+                id=event_id,
             ),
             lazy=True,
             usage=(t.task_id, deltas),

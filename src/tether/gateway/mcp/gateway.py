@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tether import __version__
+from tether.audit.chain import event_id
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
 from tether.errors import TetherError
@@ -49,6 +50,10 @@ META_PREFIX = "io.tether/"
 META_APPROVAL = "io.tether/approval"
 META_PROMPT = "io.tether/prompt"
 META_PARENT = "io.tether/parent"
+#: on a tool result: the id of its `tool.completed` event, which a later call of the task may name as its parent
+META_EVENT = "io.tether/event"
+#: results remembered (event id → task) for checking parents without a database read
+MAX_RESULTS = 100_000
 MAX_PROMPT = 8192
 MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
@@ -158,6 +163,7 @@ class McpGateway:
         secrets: Callable[[str, str | None, str | None], tuple[str, ...]] | None = None,
         session_key: bytes | None = None,
         ended: SessionEnds | None = None,
+        event_of: Callable[[str], Awaitable[tuple[str | None, str] | None]] | None = None,
     ) -> None:
         self.config = config
         #: MACs the session ids: every process with the same key accepts the sessions any of them opened
@@ -195,6 +201,10 @@ class McpGateway:
         self._visible: dict[tuple[Any, ...], tuple[float, bool]] = {}
         self._resource_servers: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: tool results answered here, by the id of their tool.completed event → the task's id; older ones (and
+        #: other processes') are looked up with `event_of` (task id, type of an event; None: unknown)
+        self._results: dict[str, str] = {}
+        self._event_of = event_of
         self._www = f'Bearer resource_metadata="{self.metadata_url}"'.encode()
 
     # ------------------------------------------------------------ lifecycle
@@ -692,6 +702,10 @@ class McpGateway:
             await self._refused_early(token, server, tool, arguments, "tether:mapping-failed",
                                       f"the arguments do not map to a resource: {exc}")  # fmt: skip
             return _tool_error(f"Refused: the arguments do not map to a resource: {exc}", {"reason": "mapping_failed"})
+        if META_PARENT in tether_meta and not await self._parent_ok(token, tether_meta[META_PARENT]):
+            why = f"_meta {META_PARENT} names no tool result of this task"
+            await self._refused_early(token, server, tool, arguments, "tether:parent-invalid", why)
+            return _tool_error(f"Refused: {why}", {"reason": "parent_invalid"})
         call = self._call(token, mapped, server, pin, arguments, tether_meta, hmap, name=f"{server}/{tool}")
         try:
             verdict = await self._check(call)
@@ -729,13 +743,35 @@ class McpGateway:
         # the outcome is recorded after the answer leaves (an allowed call without one reads "unknown" at start-up)
         outcome = {"status": "error" if result.get("isError") else "ok", "bytes": size, "items": 1,
                    "latency_us": int((time.perf_counter() - started) * 1e6)}  # fmt: skip
-        self._defer_completed(call, verdict, outcome, started)
-        return result
+        completed_id = event_id()
+        self._defer_completed(call, verdict, outcome, started, completed_id)
+        if len(self._results) >= MAX_RESULTS:
+            del self._results[next(iter(self._results))]
+        self._results[completed_id] = token.task_id
+        meta, _ = _split_meta(result.get("_meta"))  # an upstream does not speak for Tether (io.tether/* dropped)
+        return {**result, "_meta": {**meta, META_EVENT: completed_id}}
 
-    def _defer_completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
-        """Write a tool.completed record without holding up the answer: the audit log takes it as a lazy record,
-        committed with the next call's decision (or alone within its lazy window)."""
-        task = asyncio.create_task(self._completed(call, verdict, outcome, started))
+    async def _parent_ok(self, token: Any, parent: Any) -> bool:
+        """Whether `parent` is the tool.completed event of a result given to this call's task."""
+        if not isinstance(parent, str) or not parent.startswith("evt_") or len(parent) > MAX_NAME:
+            return False
+        task = self._results.get(parent)
+        if task is None and self._event_of is not None:
+            try:
+                found = await self._event_of(parent)
+            except Exception as exc:  # noqa: BLE001 — a parent that cannot be checked is not taken on trust
+                log.warning("parent event not checkable", error=repr(exc))
+                return False
+            task = found[0] if found is not None and found[1] == "tool.completed" else None
+        return task is not None and task == token.task_id
+
+    def _defer_completed(
+        self, call: Any, verdict: Any, outcome: dict[str, Any], started: float, completed_id: str
+    ) -> None:
+        """Write a tool.completed record (its id already given to the client) without holding up the answer: the
+        audit log takes it as a lazy record, committed with the next call's decision (or alone within its lazy
+        window)."""
+        task = asyncio.create_task(self._completed(call, verdict, outcome, started, completed_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -767,7 +803,7 @@ class McpGateway:
             prompt=prompt[:MAX_PROMPT] if isinstance(prompt, str) else None,
             approval_id=approval if isinstance(approval, str) and approval else None,
             trace_id=tp.group(1) if tp else None,
-            parent_id=parent if isinstance(parent, str) and parent.startswith("evt_") else None,
+            parent_id=parent if isinstance(parent, str) else None,  # checked by the caller (_parent_ok)
         )  # fmt: skip
 
     async def _check(self, call: Any) -> Any:
@@ -847,11 +883,16 @@ class McpGateway:
         except TetherError as exc:
             raise RpcError(UNAVAILABLE, f"refused (fail closed): {exc.detail}") from None
 
-    async def _completed(self, call: Any, verdict: Any, outcome: dict[str, Any], started: float) -> None:
+    async def _completed(
+        self, call: Any, verdict: Any, outcome: dict[str, Any], started: float, completed_id: str | None = None
+    ) -> None:
         outcome.setdefault("latency_us", int((time.perf_counter() - started) * 1e6))
         enforcer = self._enforcer()
         try:
-            await enforcer.completed(call, verdict, outcome=outcome)
+            if completed_id is None:
+                await enforcer.completed(call, verdict, outcome=outcome)
+            else:
+                await enforcer.completed(call, verdict, outcome=outcome, event_id=completed_id)
         except Exception as exc:  # noqa: BLE001 — recorded after the answer: log, never lose the loop
             log.error("could not record tool.completed", error=repr(exc))
 
