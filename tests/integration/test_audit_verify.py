@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, select, text, update
 
+from tether.audit import keys
 from tether.audit.chain import chain_hash
 from tether.audit.checkpoints import AuditKey, Checkpointer, load_key, signing_secret
 from tether.audit.log import AuditLog
@@ -17,7 +18,7 @@ from tether.audit.model import GENESIS_HASH, Event
 from tether.audit.verify import verify
 from tether.canon import canonical
 from tether.store.db import Database
-from tether.store.schema.audit import audit_checkpoints, audit_events, audit_keys
+from tether.store.schema.audit import audit_checkpoints, audit_event_keys, audit_events, audit_keys
 
 MASTER = b"m" * 32
 
@@ -53,11 +54,14 @@ def rows(db: Database) -> list[dict[str, object]]:
 
 
 def rewrite(db: Database, docs: list[dict[str, object]]) -> None:
-    """Replace the table with `docs` as given (an attacker with database write access)."""
+    """Replace the table with `docs` as given, and its lookup keys to match (an attacker with database write
+    access who knows the schema)."""
     with db.write() as conn:
         conn.execute(delete(audit_events))
+        conn.execute(delete(audit_event_keys))
         if docs:
             conn.execute(insert(audit_events), docs)
+        keys.catch_up(conn)
 
 
 def rehash(doc_rows: list[dict[str, object]], start: int = 0) -> list[dict[str, object]]:
@@ -108,6 +112,23 @@ def test_edited_indexed_column_is_found(db: Database, key: AuditKey) -> None:
         conn.execute(update(audit_events).where(audit_events.c.seq == 5).values(person_id="prs_other"))
     r = verify(db, key)
     assert (r.ok, r.kind, r.first_bad_seq) == (False, "edited", 5)
+
+
+def test_an_edited_or_removed_lookup_key_is_found(db: Database, key: AuditKey) -> None:
+    """Queries find events through their lookup keys: a key moved to another task, or removed, would hide the
+    event from its task's story, though the chain itself is untouched."""
+    fill(db)
+    with db.write() as conn:
+        conn.execute(update(audit_event_keys).where(audit_event_keys.c.seq == 6).values(task_id="tsk_other"))
+    r = verify(db, key)
+    assert (r.ok, r.kind, r.first_bad_seq) == (False, "edited", 6)
+    assert r.detail is not None
+    assert "lookup keys" in r.detail
+    with db.write() as conn:
+        conn.execute(update(audit_event_keys).where(audit_event_keys.c.seq == 6).values(task_id="tsk_1"))
+        conn.execute(delete(audit_event_keys).where(audit_event_keys.c.seq == 3))
+    r = verify(db, key)
+    assert (r.ok, r.kind, r.first_bad_seq) == (False, "edited", 3)
 
 
 def test_edited_and_rehashed_event_breaks_the_next_link(db: Database, key: AuditKey) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select, text
 
+from tether.audit import keys
 from tether.audit.model import GENESIS_HASH, Event, Record
 from tether.canon import canonical, canonical_fast, orjson_is_canonical
 from tether.entropy import random_bytes
@@ -97,6 +98,7 @@ def append(conn: Connection, events: Sequence[Event]) -> list[Record]:
     records, rows = _link(events, seq, prev)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 10)), rows)  # one prepared executemany
+    keys.catch_up(conn)  # a rare path (the CLI without a server, recovery): it leaves no tail behind
     return records
 
 

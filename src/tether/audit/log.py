@@ -43,7 +43,8 @@ from typing import Any
 
 import orjson
 
-from tether.audit import chain
+from tether.audit import chain, keys
+from tether.audit.keys import KEYS_DUE, KEYS_EVERY
 from tether.audit.model import Event, Receipt
 from tether.crypto import AUDIT_CONTENT_KEY, AUDIT_DIGEST_KEY, derive_key, seal
 from tether.errors import Unavailable
@@ -157,6 +158,8 @@ class AuditLog:
         self._uncounted: list[Usage] = []  # committed batches' deltas not yet in task_usage
         self._uncounted_seq = 0
         self._counted_at = float("-inf")  # never counted: the first count is due at once
+        self._unkeyed = 0  # events this process committed since it last keyed the chain (`tether.audit.keys`)
+        self._keyed_at = float("-inf")
 
     # ------------------------------------------------------------------ API
 
@@ -417,10 +420,16 @@ class AuditLog:
         earlier = self._take_due() if here is not None and events and (usage or self._uncounted) else None
         counting = merge(earlier + usage) if earlier is not None else None
         totals: dict[str, Totals] | None = None
+        now = time.monotonic()
+        keying = bool(events) and (
+            self._unkeyed + len(events) >= KEYS_DUE or now - self._keyed_at >= KEYS_EVERY
+        )  # fmt: skip
         try:
             with self.db.raw_write(wait=here is None) as cur:
                 postgres = not self.db.is_sqlite
                 records = chain.append_raw(cur, postgres=postgres, events=events)
+                if keying:  # the lookup keys of recent events, in one batch (most commits touch no index page)
+                    keys.catch_up_raw(cur)
                 if content and not postgres:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
@@ -441,6 +450,10 @@ class AuditLog:
                 log.error("audit batch failed", events=len(events), error=repr(exc))
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
+        if keying:
+            self._unkeyed, self._keyed_at = 0, now
+        else:
+            self._unkeyed += len(records)
         self._settle(jobs, receipts, None, here=here)
         if totals is not None:
             self._tell_usage((earlier or []) + usage, totals)

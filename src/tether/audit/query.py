@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 
-from tether.audit import chain
+from tether.audit import chain, keys
 from tether.audit.model import Event
 from tether.crypto import unseal
 from tether.errors import NotFound, ValidationFailed
@@ -45,14 +45,11 @@ def query(
 ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
     """A page of records in chain order and the cursor (last seq) for the next one, or None."""
     t = audit_events.c
-    cond = [t.seq > after]
-    for col, val in ((t.task_id, task_id), (t.agent_id, agent_id), (t.person_id, person_id), (t.type, type)):
-        if val is not None:
-            cond.append(col == val)
-    if since is not None:
-        cond.append(t.ts >= normalise_ts(since))
+    where = {k: v for k, v in (("task_id", task_id), ("agent_id", agent_id), ("person_id", person_id),
+                               ("type", type)) if v is not None}  # fmt: skip
+    also = [t.ts >= normalise_ts(since)] if since is not None else []
     with db.read() as conn:
-        rows = conn.execute(select(t.seq, t.body, t.hash).where(and_(*cond)).order_by(t.seq).limit(limit)).all()
+        rows = keys.select_keyed(conn, (t.seq, t.body, t.hash), where, after=after, also=also, limit=limit)
     docs = [_doc(r[1], r[2]) for r in rows]
     return docs, (int(rows[-1][0]) if len(rows) == limit else None)
 
@@ -155,18 +152,16 @@ class _Recovery:
 
 def _recovery(conn: Any, live: frozenset[str] | set[str]) -> _Recovery:
     t = audit_events.c
-    marker = conn.execute(select(t.seq, t.body).where(t.type == RECOVERY_TYPE).order_by(t.seq.desc()).limit(1)).first()
+    markers = keys.select_keyed(conn, (t.seq, t.body), {"type": RECOVERY_TYPE}, limit=1, descending=True)
+    marker = markers[0] if markers else None
     start = 0
     if marker is not None:
         resume = orjson.loads(marker[1]).get("detail", {}).get("resume_after")
         start = int(resume) if isinstance(resume, int) else int(marker[0])
     decided: dict[str, tuple[int, dict[str, Any]]] = {}
     completed: set[str] = set()
-    rows = conn.execute(
-        select(t.seq, t.type, t.body)
-        .where(t.seq > start, t.type.in_(("policy.decided", "tool.completed")))
-        .order_by(t.seq)
-    )
+    rows = keys.select_keyed(conn, (t.seq, t.type, t.body), {"type": ("policy.decided", "tool.completed")},
+                             after=start)  # fmt: skip
     for seq, typ, body in rows:
         d = orjson.loads(body)
         if typ == "policy.decided":

@@ -4,9 +4,12 @@ Rows are read in batches ordered by `seq` (constant memory apart from the checkp
 index, one small entry per checkpoint). For each row: `seq` continues the previous one,
 `hash` = SHA-256(prev_hash ‖ body), the body's own seq/id/prev_hash and the indexed columns
 (id, ts, type, task_id, agent_id, person_id) agree with it, and `prev_hash` is the previous
-row's `hash`. Every checkpoint (database and external file) must carry a valid EdDSA
-signature by the audit key, and the chain at its `seq` must have its `hash`; a chain
-shorter than the latest checkpoint is truncated. The first problem found is reported.
+row's `hash`. A row the lookup keys cover (`tether.audit.keys`: every seq up to the last keyed
+one) must be there with the same type, task, agent and person, since queries find events through
+them: a key edited or removed would hide an event from a task's story. Every checkpoint (database
+and external file) must carry a valid EdDSA signature by the audit key, and the chain at its
+`seq` must have its `hash`; a chain shorter than the latest checkpoint is truncated. The first
+problem found is reported.
 """
 
 from __future__ import annotations
@@ -65,9 +68,13 @@ def _rows(db: Database, batch: int, lo: int = 1, hi: int = 1 << 62) -> Iterator[
         mark = "?" if db.is_sqlite else "%s"
         # the body as bytes straight from the store: no UTF-8 decode and re-encode per row
         # (on PostgreSQL text is cheaper than bytea, whose text-protocol hex form must be decoded)
-        raw_body = "CAST(body AS BLOB)" if db.is_sqlite else "body"
-        cols = f"seq, id, ts, type, task_id, agent_id, person_id, {raw_body}, prev_hash, hash"
-        sql = f"SELECT {cols} FROM audit_events WHERE seq > {mark} AND seq <= {int(hi)} ORDER BY seq LIMIT {int(batch)}"  # noqa: S608
+        raw_body = "CAST(e.body AS BLOB)" if db.is_sqlite else "e.body"
+        cols = f"e.seq, e.id, e.ts, e.type, e.task_id, e.agent_id, e.person_id, {raw_body}, e.prev_hash, e.hash"
+        keys = "k.seq, k.type, k.task_id, k.agent_id, k.person_id"
+        sql = (
+            f"SELECT {cols}, {keys} FROM audit_events e LEFT JOIN audit_event_keys k ON k.seq = e.seq "  # noqa: S608
+            f"WHERE e.seq > {mark} AND e.seq <= {int(hi)} ORDER BY e.seq LIMIT {int(batch)}"
+        )
         cur = raw.cursor()
         try:
             while True:
@@ -125,8 +132,9 @@ class _Span:
     count: int = 0
 
 
-def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, prev: str | None) -> _Span:
-    """Check rows lo..hi; `prev` is the hash before lo (None: the caller checks that link)."""
+def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, prev: str | None, keyed: int) -> _Span:
+    """Check rows lo..hi; `prev` is the hash before lo (None: the caller checks that link); rows up to `keyed`
+    must have their lookup keys."""
     span = _Span(lo, last_seq=lo - 1)
     expected = lo
     sha256 = hashlib.sha256
@@ -137,7 +145,7 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
                 span.first_ph = rows[0][8]
                 if prev is None:
                     prev = span.first_ph
-            for i, (seq, eid, ts, typ, task, agent, person, body, ph, h) in enumerate(rows):
+            for i, (seq, eid, ts, typ, task, agent, person, body, ph, h, kseq, *key) in enumerate(rows):
                 if seq != expected:
                     raise _Bad(expected, "deleted", f"event seq {expected} is missing (next stored is {seq})")
                 tb = type(body)
@@ -151,6 +159,13 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
                     ph, eid, ts, typ, task, agent, person,
                 ):  # fmt: skip
                     raise _Bad(seq, "edited", f"event seq {seq}: an indexed column differs from the hashed record")
+                if kseq is None:
+                    if seq <= keyed:
+                        raise _Bad(
+                            seq, "edited", f"event seq {seq} is missing from the lookup keys (hidden from queries)"
+                        )
+                elif key != [typ, task, agent, person]:
+                    raise _Bad(seq, "edited", f"event seq {seq}: its lookup keys differ from the hashed record")
                 if ph != prev:
                     bad = max(seq - 1, 1)
                     raise _Bad(bad, "edited", f"the link into seq {seq} is broken: seq {bad} was changed and re-hashed")
@@ -167,10 +182,10 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
     return span
 
 
-def _scan_url(url: str, lo: int, hi: int, index: dict[int, str], batch: int) -> _Span:
+def _scan_url(url: str, lo: int, hi: int, index: dict[int, str], batch: int, keyed: int) -> _Span:
     db = Database(url)
     try:
-        return _scan(db, lo, hi, index, batch, None)
+        return _scan(db, lo, hi, index, batch, None, keyed)
     finally:
         db.dispose()
 
@@ -178,12 +193,13 @@ def _scan_url(url: str, lo: int, hi: int, index: dict[int, str], batch: int) -> 
 def _spans(db: Database, index: dict[int, str], batch: int, workers: int) -> list[_Span]:
     from sqlalchemy import func, select
 
-    from tether.store.schema.audit import audit_events
+    from tether.store.schema.audit import audit_event_keys, audit_events
 
     with db.read() as conn:
         top = int(conn.execute(select(func.max(audit_events.c.seq))).scalar() or 0)
+        keyed = int(conn.execute(select(func.max(audit_event_keys.c.seq))).scalar() or 0)
     if workers <= 1 or top < PARALLEL_MIN:
-        return [_scan(db, 1, 1 << 62, index, batch, GENESIS_HASH)]
+        return [_scan(db, 1, 1 << 62, index, batch, GENESIS_HASH, keyed)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -191,7 +207,7 @@ def _spans(db: Database, index: dict[int, str], batch: int, workers: int) -> lis
     bounds = [(lo, min(lo + step - 1, top)) for lo in range(1, top + 1, step)]
     bounds[-1] = (bounds[-1][0], 1 << 62)  # the last span also sees anything appended meanwhile
     with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_scan_url, db.url, lo, hi, index, batch) for lo, hi in bounds]
+        futures = [pool.submit(_scan_url, db.url, lo, hi, index, batch, keyed) for lo, hi in bounds]
         return [f.result() for f in futures]
 
 

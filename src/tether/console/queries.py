@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from tether.audit import keys
 from tether.audit.chain import chain_hash
 from tether.store.db import Database
 from tether.store.schema.audit import audit_events
@@ -54,13 +55,12 @@ def dashboard(db: Database, *, hours: int = 24) -> Dashboard:
     d = Dashboard(since=since)
     since_ts = rfc3339(since)
     with db.read() as conn:
-        rows = conn.execute(
-            select(audit_events.c.ts, audit_events.c.agent_id, audit_events.c.type, audit_events.c.body)
-            # a refused approval retry (replayed, expired, other request) is a call refused before any policy ran
-            .where(audit_events.c.type.in_(("policy.decided", "approval.refused")), audit_events.c.ts >= since_ts)
-            .order_by(audit_events.c.seq.desc())
-            .limit(DASHBOARD_WINDOW)
-        ).all()
+        e = audit_events.c
+        # a refused approval retry (replayed, expired, other request) is a call refused before any policy ran
+        rows = keys.select_keyed(
+            conn, (e.ts, e.agent_id, e.type, e.body), {"type": ("policy.decided", "approval.refused")},
+            also=[e.ts >= since_ts], limit=DASHBOARD_WINDOW, descending=True,
+        )  # fmt: skip
     per_hour: Counter[int] = Counter()
     denied_hour: Counter[int] = Counter()
     per_agent: Counter[str] = Counter()
@@ -110,9 +110,7 @@ class ChainCheck:
 def timeline(db: Database, task_id: str, *, limit: int = 2000) -> tuple[list[dict[str, Any]], ChainCheck]:
     """The task's events in chain order, each checked: its hash, and its link to the record before it."""
     with db.read() as conn:
-        rows = conn.execute(
-            select(audit_events).where(audit_events.c.task_id == task_id).order_by(audit_events.c.seq).limit(limit)
-        ).all()
+        rows = keys.select_keyed(conn, list(audit_events.c), {"task_id": task_id}, limit=limit)
         prev_seqs = [r.seq - 1 for r in rows if r.seq > 1]
         prev_hash: dict[int, str] = {}
         if prev_seqs:
@@ -142,7 +140,7 @@ def timeline(db: Database, task_id: str, *, limit: int = 2000) -> tuple[list[dic
 
 def event_counts(db: Database, task_id: str) -> int:
     with db.read() as conn:
-        return int(conn.execute(select(func.count()).where(audit_events.c.task_id == task_id)).scalar_one())
+        return keys.count_keyed(conn, {"task_id": task_id})
 
 
 __all__ = ["Bar", "ChainCheck", "Dashboard", "dashboard", "event_counts", "get_task", "list_tasks", "timeline"]

@@ -12,8 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
+from tether.audit import keys
 from tether.errors import NotFound
 from tether.policy.bundle import Bundle
 from tether.policy.model import request_from_input
@@ -33,13 +32,12 @@ def replay_decisions(
 
     trial = PolicyEngine(None, agent_lookup=engine._agent_lookup, person_lookup=engine._person_lookup)
     trial._bundle = candidate
-    q = select(audit_events.c.id, audit_events.c.ts, audit_events.c.body).where(audit_events.c.type == "policy.decided")
-    if since:
-        q = q.where(audit_events.c.ts >= since)
+    e = audit_events.c
     changes: list[dict[str, Any]] = []
     total = 0
     with db.read() as conn:
-        rows = conn.execute(q.order_by(audit_events.c.seq)).all()
+        rows = keys.select_keyed(conn, (e.id, e.ts, e.body), {"type": "policy.decided"},
+                                 also=[e.ts >= since] if since else ())  # fmt: skip
     for row in rows:
         body = json.loads(row.body)
         try:

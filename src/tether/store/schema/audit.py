@@ -17,10 +17,22 @@ audit_events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("ix_audit_events_task_id", "task_id"),
-    Index("ix_audit_events_agent_id", "agent_id"),
-    Index("ix_audit_events_person_id", "person_id"),
-    Index("ix_audit_events_type", "type"),
+)
+
+#: The chain's lookup keys, kept a little behind it (`tether.audit.keys`): an append touches only the chain's
+#: right edge, and the indexes by task, agent, person and type are written in batches, not with every call.
+audit_event_keys = Table(
+    "audit_event_keys",
+    metadata,
+    Column("seq", BigInt, primary_key=True, autoincrement=False),
+    Column("type", String(64), nullable=False),
+    Column("task_id", String(40)),
+    Column("agent_id", String(40)),
+    Column("person_id", String(40)),
+    Index("ix_audit_event_keys_task_id", "task_id", "seq"),
+    Index("ix_audit_event_keys_agent_id", "agent_id", "seq"),
+    Index("ix_audit_event_keys_person_id", "person_id", "seq"),
+    Index("ix_audit_event_keys_type", "type", "seq"),
 )
 
 #: Signed checkpoints of the chain head: `jws` is EdDSA over RFC 8785 {chain_id, seq, hash, ts}.
