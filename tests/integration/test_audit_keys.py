@@ -35,9 +35,7 @@ def _event(i: int) -> Event:
                  agent_id="agt_a", person_id="prs_p" if i % 4 else "prs_q")  # fmt: skip
 
 
-async def test_the_tail_and_the_keyed_events_read_as_one_chain(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_tail_and_the_keyed_events_read_as_one_chain(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     db = Database(db_url)
     log = AuditLog(db, digest_key=b"k" * 32)
     monkeypatch.setattr(audit_log, "KEYS_EVERY", 3600.0)
