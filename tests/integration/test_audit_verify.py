@@ -124,6 +124,7 @@ def test_an_edited_or_removed_lookup_key_is_found(db: Database, key: AuditKey) -
     assert (r.ok, r.kind, r.first_bad_seq) == (False, "edited", 6)
     assert r.detail is not None
     assert "lookup keys" in r.detail
+    assert verify(db, key, batch=4).first_bad_seq == 6  # the keys are read per batch of rows
     with db.write() as conn:
         conn.execute(update(audit_event_keys).where(audit_event_keys.c.seq == 6).values(task_id="tsk_1"))
         conn.execute(delete(audit_event_keys).where(audit_event_keys.c.seq == 3))

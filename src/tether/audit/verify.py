@@ -59,8 +59,11 @@ class _Bad(Exception):
         self.seq, self.kind, self.detail = seq, kind, detail
 
 
-def _rows(db: Database, batch: int, lo: int = 1, hi: int = 1 << 62) -> Iterator[Sequence[Any]]:
-    """Batches of raw rows with lo ≤ seq ≤ hi in seq order (keyset pagination, driver cursor, no per-row wrapping)."""
+def _rows(
+    db: Database, batch: int, lo: int = 1, hi: int = 1 << 62, keyed: int = 0
+) -> Iterator[tuple[Sequence[Any], list[Any]]]:
+    """Batches of raw rows with lo ≤ seq ≤ hi in seq order (keyset pagination, driver cursor, no per-row wrapping),
+    each with the lookup keys of its seq range up to `keyed` ((seq, type, task, agent, person), in seq order)."""
     last = lo - 1
     with db.read() as conn:
         raw = conn.connection.dbapi_connection
@@ -68,12 +71,12 @@ def _rows(db: Database, batch: int, lo: int = 1, hi: int = 1 << 62) -> Iterator[
         mark = "?" if db.is_sqlite else "%s"
         # the body as bytes straight from the store: no UTF-8 decode and re-encode per row
         # (on PostgreSQL text is cheaper than bytea, whose text-protocol hex form must be decoded)
-        raw_body = "CAST(e.body AS BLOB)" if db.is_sqlite else "e.body"
-        cols = f"e.seq, e.id, e.ts, e.type, e.task_id, e.agent_id, e.person_id, {raw_body}, e.prev_hash, e.hash"
-        keys = "k.seq, k.type, k.task_id, k.agent_id, k.person_id"
-        sql = (
-            f"SELECT {cols}, {keys} FROM audit_events e LEFT JOIN audit_event_keys k ON k.seq = e.seq "  # noqa: S608
-            f"WHERE e.seq > {mark} AND e.seq <= {int(hi)} ORDER BY e.seq LIMIT {int(batch)}"
+        raw_body = "CAST(body AS BLOB)" if db.is_sqlite else "body"
+        cols = f"seq, id, ts, type, task_id, agent_id, person_id, {raw_body}, prev_hash, hash"
+        sql = f"SELECT {cols} FROM audit_events WHERE seq > {mark} AND seq <= {int(hi)} ORDER BY seq LIMIT {int(batch)}"  # noqa: S608
+        keys_sql = (
+            "SELECT seq, type, task_id, agent_id, person_id FROM audit_event_keys "  # noqa: S608 — placeholders only
+            f"WHERE seq >= {mark} AND seq <= {mark} ORDER BY seq"
         )
         cur = raw.cursor()
         try:
@@ -82,7 +85,8 @@ def _rows(db: Database, batch: int, lo: int = 1, hi: int = 1 << 62) -> Iterator[
                 rows = cur.fetchall()
                 if not rows:
                     return
-                yield rows
+                cur.execute(keys_sql, (rows[0][0], min(rows[-1][0], keyed)))
+                yield rows, list(cur.fetchall())
                 last = int(rows[-1][0])
         finally:
             cur.close()
@@ -140,12 +144,13 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
     sha256 = hashlib.sha256
     loads = orjson.loads
     try:
-        for rows in _rows(db, batch, lo, hi):
+        for rows, found_keys in _rows(db, batch, lo, hi, keyed):
+            key_bad = _key_mismatch(rows, found_keys, keyed)
             if span.first_ph is None:
                 span.first_ph = rows[0][8]
                 if prev is None:
                     prev = span.first_ph
-            for i, (seq, eid, ts, typ, task, agent, person, body, ph, h, kseq, *key) in enumerate(rows):
+            for i, (seq, eid, ts, typ, task, agent, person, body, ph, h) in enumerate(rows):
                 if seq != expected:
                     raise _Bad(expected, "deleted", f"event seq {expected} is missing (next stored is {seq})")
                 tb = type(body)
@@ -159,13 +164,8 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
                     ph, eid, ts, typ, task, agent, person,
                 ):  # fmt: skip
                     raise _Bad(seq, "edited", f"event seq {seq}: an indexed column differs from the hashed record")
-                if kseq is None:
-                    if seq <= keyed:
-                        raise _Bad(
-                            seq, "edited", f"event seq {seq} is missing from the lookup keys (hidden from queries)"
-                        )
-                elif key != [typ, task, agent, person]:
-                    raise _Bad(seq, "edited", f"event seq {seq}: its lookup keys differ from the hashed record")
+                if seq == key_bad:
+                    raise _Bad(seq, "edited", f"event seq {seq}: its lookup keys are missing or differ from the record")
                 if ph != prev:
                     bad = max(seq - 1, 1)
                     raise _Bad(bad, "edited", f"the link into seq {seq} is broken: seq {bad} was changed and re-hashed")
@@ -180,6 +180,16 @@ def _scan(db: Database, lo: int, hi: int, index: dict[int, str], batch: int, pre
     except _Bad as bad:
         span.bad, span.bad_row = (bad.seq, bad.kind, bad.detail), expected
     return span
+
+
+def _key_mismatch(rows: Sequence[Any], found: list[Any], keyed: int) -> int | None:
+    """The first seq among `rows` (up to `keyed`) whose lookup keys are missing or differ from its columns, or None.
+    Intact keys are one list comparison; only a mismatch is looked at row by row."""
+    expected = [(r[0], r[3], r[4], r[5], r[6]) for r in rows if r[0] <= keyed]
+    if found == expected:
+        return None
+    have = {k[0]: k for k in found}
+    return next((e[0] for e in expected if have.get(e[0]) != e), None)
 
 
 def _scan_url(url: str, lo: int, hi: int, index: dict[int, str], batch: int, keyed: int) -> _Span:
