@@ -43,6 +43,23 @@ def encode_id(n: int) -> str:
     return "".join([p[(n >> s) & 1023] for s in _SHIFTS])
 
 
+_ID_VALUES = {c: i for i, c in enumerate(ID_ALPHABET)}
+
+
+def decode_id(text: str) -> int | None:
+    """The number `encode_id` wrote as `text` (26 characters of ID_ALPHABET), or None if it is no such text."""
+    if len(text) != 26:
+        return None
+    n = 0
+    values = _ID_VALUES
+    for c in text:
+        v = values.get(c)
+        if v is None:
+            return None
+        n = n << 5 | v
+    return n
+
+
 def new_id(prefix: str) -> str:
     """A fresh random id: `<prefix>_` + 26 base32 characters (130 bits from the OS's CSPRNG)."""
     return prefix + "_" + encode_id(int.from_bytes(random_bytes(17), "big") >> 6)

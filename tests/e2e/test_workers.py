@@ -76,6 +76,23 @@ def test_an_mcp_session_opened_on_one_worker_works_on_the_other(demo: dict[str, 
         assert r.json()["result"]["isError"] is False
 
 
+def test_a_result_named_as_parent_is_accepted_by_every_worker_at_once(demo: dict[str, str]) -> None:
+    """Each call names the previous call's result as its parent, on a connection of its own, at once: whichever
+    worker answered the result (its tool.completed not committed yet, perhaps), whichever takes the next call
+    accepts it, and the hops are recorded as one chain."""
+    base = demo["base"]
+    auth, sid = open_session(demo, "hops across workers")
+    parent: str | None = None
+    for i in range(20):
+        meta = {"_meta": {"io.tether/parent": parent}} if parent else {}
+        r = fresh("POST", base + "/mcp", headers={**auth, "Mcp-Session-Id": sid}, json={
+            "jsonrpc": "2.0", "id": 2 + i, "method": "tools/call",
+            "params": {"name": "notes__search_notes", "arguments": {"query": "q3"}, **meta}})  # fmt: skip
+        result = r.json()["result"]
+        assert result["isError"] is False, result
+        parent = result["_meta"]["io.tether/event"]
+
+
 def test_an_mcp_session_ended_on_one_worker_is_refused_by_every_worker(demo: dict[str, str]) -> None:
     """MCP: once a session is ended (DELETE) the server answers 404 for its id, whichever worker takes the
     request. A worker learns of the end with its revocation watcher, inside the bound that also holds for

@@ -146,3 +146,29 @@ def test_the_migration_keys_the_events_a_database_holds(tmp_path: Path) -> None:
         }
     finally:
         engine.dispose()
+
+
+async def test_a_tail_longer_than_one_batch_is_keyed_by_the_commits_that_follow(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(db_url)
+    log = AuditLog(db, digest_key=b"k" * 32)
+    monkeypatch.setattr(audit_log, "KEYS_EVERY", 3600.0)
+    monkeypatch.setattr(audit_log, "KEYS_BATCH", 4)
+    original = keys.catch_up_raw
+    monkeypatch.setattr(keys, "catch_up_raw", lambda cur: original(cur, 4))
+    try:
+        await log.record_many([_event(i) for i in range(10)])  # first commit: due, keys 4 of 10
+        assert _keyed(db) == 4
+        await log.record(_event(10))  # still due: 4 more
+        assert _keyed(db) == 8
+        await log.record(_event(11))  # 4 more: a whole batch, so perhaps more remain — due again
+        assert _keyed(db) == 12
+        await log.record(_event(12))  # the last one (less than a batch): caught up
+        assert _keyed(db) == 13
+        await log.record(_event(13))  # not due: left in the tail
+        assert _keyed(db) == 13
+    finally:
+        monkeypatch.undo()
+        await log.stop()
+        db.dispose()

@@ -132,6 +132,16 @@ def test_an_edited_or_removed_lookup_key_is_found(db: Database, key: AuditKey) -
     assert (r.ok, r.kind, r.first_bad_seq) == (False, "edited", 3)
 
 
+def test_a_lookup_key_planted_past_the_head_is_found(db: Database, key: AuditKey) -> None:
+    """A key for a seq the chain has not reached: events were cut from its end, or the key was planted to take over
+    the next event (or stop the keying altogether). Either way the log is not intact."""
+    fill(db)
+    with db.write() as conn:
+        conn.execute(insert(audit_event_keys).values(seq=21, type="tool.requested", task_id="tsk_decoy"))
+    r = verify(db, key)
+    assert (r.ok, r.kind, r.first_bad_seq) == (False, "truncated", 21)
+
+
 def test_edited_and_rehashed_event_breaks_the_next_link(db: Database, key: AuditKey) -> None:
     """An attacker edits event 9 and recomputes its hash: event 10 no longer links to it."""
     fill(db)
@@ -214,7 +224,10 @@ def test_truncation_with_checkpoints_deleted_is_found_by_the_external_file(
     with db.write() as conn:
         conn.execute(delete(audit_events).where(audit_events.c.seq > 20))
         conn.execute(delete(audit_checkpoints))
-    assert verify(db, key).ok  # without the external anchor, a clean truncation is invisible
+    assert verify(db, key).kind == "truncated"  # the dropped events' lookup keys are still there …
+    with db.write() as conn:
+        conn.execute(delete(audit_event_keys).where(audit_event_keys.c.seq > 20))
+    assert verify(db, key).ok  # … a careful forger drops them too: without the external anchor, invisible
     r = verify(db, key, checkpoint_file=tmp_path / "cp.jsonl")
     assert (r.ok, r.kind, r.first_bad_seq) == (False, "truncated", 21)
 

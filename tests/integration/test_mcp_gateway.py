@@ -394,7 +394,8 @@ async def test_a_hop_names_the_tool_result_that_led_to_it_and_nothing_else(world
     """Each result carries the id of its tool.completed event (`io.tether/event`); a later call of the task that
     names it in `io.tether/parent` is recorded with that parent, so the hops read as one story. A parent that is
     another task's result, or an event that is no tool result, or not an event id at all, is refused (a deny on
-    record, nothing forwarded). A result this process no longer remembers is checked in the log."""
+    record, nothing forwarded). The id itself names its task (a MAC under the session key), so any process checks
+    it, with no state, before its lazy record is even committed."""
     await world.pin_all()
     args = {"repo_path": str(world.repo)}
     async with client(world) as s:
@@ -419,8 +420,11 @@ async def test_a_hop_names_the_tool_result_that_led_to_it_and_nothing_else(world
         assert len(world.events("tool.requested")) == requests  # none was decided, so none was forwarded
         denies = [e for e in world.events("policy.decided") if e["policy_ids"] == ["tether:parent-invalid"]]
         assert len(denies) == 5
-        # forgotten here (another process answered it, or this one restarted): read from the log
-        world.gateway._results.clear()
+        assert {e["action"] for e in denies} == {"mcp:call"}
+        # a parent that is well formed but was not minted for this task, or altered in one character
+        forged = parent[:-1] + ("0" if parent[-1] != "0" else "1")
+        r = await s.call_tool("git__git_log", args, meta={"io.tether/parent": forged})
+        assert meta_of(r)["reason"] == "parent_invalid"
         r = await s.call_tool("git__git_log", args, meta={"io.tether/parent": parent})
         assert not r.is_error, text_of(r)
 
@@ -549,6 +553,47 @@ async def test_resources_and_prompts_are_decided_as_reads(tmp_path: Path, db_url
                 await s.read_resource("notes://today")
             assert refused.value.code == -32003
             assert "tether:scope" in str(refused.value.error.data)
+
+
+async def test_reads_name_their_result_and_check_their_parent(tmp_path: Path, db_url: str) -> None:
+    """resources/read and prompts/get answer with their result's event id, and a parent they name is checked as a
+    tool call's is: a read that follows from an earlier read is linked to it; another task's result is refused
+    (-32602, a deny on record) and never reaches the upstream."""
+    import sys
+
+    script = tmp_path / "crashy.py"
+    script.write_text(CRASHY)
+    servers = {"crashy": {"command": sys.executable, "args": [str(script)], "timeout": 10}}
+    for w in build_world(tmp_path / "w", db_url, servers=servers):
+        auth = {"Authorization": f"Bearer {w.token()}"}
+        other = {"Authorization": f"Bearer {w.token(task_id=w.new_task())}"}
+
+        async def rpc(h: httpx.AsyncClient, who: dict[str, str], sid: str, method: str, params: dict[str, Any],
+                      url: str = w.url) -> Any:  # fmt: skip
+            r = await h.post(url, json={"jsonrpc": "2.0", "id": 2, "method": method, "params": params},
+                             headers={**who, "Mcp-Session-Id": sid})  # fmt: skip
+            return r.json()
+
+        async with httpx.AsyncClient(timeout=30) as h:
+            sid, their_sid = await open_session(h, w, auth), await open_session(h, w, other)
+            read = {"uri": "notes://today"}
+            first = (await rpc(h, auth, sid, "resources/read", read))["result"]["_meta"]["io.tether/event"]
+            theirs = (await rpc(h, other, their_sid, "resources/read", read))["result"]["_meta"]["io.tether/event"]
+            prompt = {"name": "crashy__review", "arguments": {"topic": "t"}, "_meta": {"io.tether/parent": first}}
+            assert "result" in await rpc(h, auth, sid, "prompts/get", prompt)
+            decided = len(w.events("policy.decided"))
+            for method, params in (("resources/read", read), ("prompts/get", prompt)):
+                doc = await rpc(h, auth, sid, method, {**params, "_meta": {"io.tether/parent": theirs}})
+                assert doc["error"]["code"] == -32602, method
+                assert doc["error"]["data"]["reason"] == "parent_invalid", method
+        requested = w.events("tool.requested")
+        assert requested[-1]["parent_id"] == first  # the prompt read that followed from the resource read
+        denies = w.events("policy.decided")[decided:]
+        assert [(e["decision"], e["action"], e["resource"]["type"], e["policy_ids"]) for e in denies] == [
+            ("deny", "mcp:read", "McpResource", ["tether:parent-invalid"]),
+            ("deny", "mcp:read", "Prompt", ["tether:parent-invalid"]),
+        ]
+        assert len(w.events("tool.requested")) == len(requested)
 
 
 async def start_server(script: Path, source: str) -> tuple[subprocess.Popen[bytes], int]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.audit.chain import event_id
-from tether.types import ID_ALPHABET, encode_id, new_id, rfc3339
+from tether.types import ID_ALPHABET, decode_id, encode_id, new_id, rfc3339
 
 
 def _by_pairs(n: int) -> str:
@@ -28,6 +28,17 @@ def test_ids_encode_130_bits_as_they_always_did(n: int) -> None:
 def test_encoded_ids_sort_as_their_numbers(a: int, b: int) -> None:
     """Event ids put the time first so they sort by creation: the text must sort as the number does."""
     assert (encode_id(a) < encode_id(b)) == (a < b)
+
+
+@given(st.integers(min_value=0, max_value=2**130 - 1))
+def test_ids_decode_to_their_numbers(n: int) -> None:
+    assert decode_id(encode_id(n)) == n
+
+
+def test_text_that_is_no_id_does_not_decode() -> None:
+    good = encode_id(12345)
+    for bad in ("", good[:-1], good + "0", good[:-1] + "u", good[:-1] + "I", good.upper()):
+        assert decode_id(bad) is None, bad
 
 
 def test_new_ids_are_random_and_well_formed() -> None:

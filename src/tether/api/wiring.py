@@ -6,7 +6,6 @@ Each bounded context adds its service here; nothing below the outer layers wires
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,6 @@ from tether.api.auth import AdminTokens
 from tether.api.dispatch import Dispatch
 from tether.approvals import ApprovalService, WebhookNotifier
 from tether.audit.log import AuditLog, audit_key
-from tether.audit.query import event_link
 from tether.background import stop_task
 from tether.config import Settings
 from tether.gateway._enforce import Enforcer
@@ -386,7 +384,6 @@ def _build_mcp_gateway(services: Services) -> None:
         load_config(settings.gateway_config), base_url=settings.base_url, verifier=lambda: services.verifier,
         enforcer=lambda: services.enforcer, pins=SqlPinStore(services.db), headers=headers, metrics=services.metrics,
         secrets=secrets, session_key=session_key, ended=_ended_sessions(services),
-        event_of=lambda eid: asyncio.to_thread(event_link, services.db, eid),
     )  # fmt: skip
     services.extras["mcp_gateway"] = gateway
     services.extras.setdefault("routers", []).append(mcp_router(gateway, settings.issuer))

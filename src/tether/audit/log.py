@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from tether.audit import chain, keys
-from tether.audit.keys import KEYS_DUE, KEYS_EVERY
+from tether.audit.keys import KEYS_BATCH, KEYS_DUE, KEYS_EVERY
 from tether.audit.model import Event, Receipt
 from tether.crypto import AUDIT_CONTENT_KEY, AUDIT_DIGEST_KEY, derive_key, seal
 from tether.errors import Unavailable
@@ -420,6 +420,7 @@ class AuditLog:
         earlier = self._take_due() if here is not None and events and (usage or self._uncounted) else None
         counting = merge(earlier + usage) if earlier is not None else None
         totals: dict[str, Totals] | None = None
+        keyed = 0
         now = time.monotonic()
         keying = bool(events) and (
             self._unkeyed + len(events) >= KEYS_DUE or now - self._keyed_at >= KEYS_EVERY
@@ -429,7 +430,7 @@ class AuditLog:
                 postgres = not self.db.is_sqlite
                 records = chain.append_raw(cur, postgres=postgres, events=events)
                 if keying:  # the lookup keys of recent events, in one batch (most commits touch no index page)
-                    keys.catch_up_raw(cur)
+                    keyed = keys.catch_up_raw(cur)
                 if content and not postgres:
                     chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
                 elif content:
@@ -450,8 +451,10 @@ class AuditLog:
                 log.error("audit batch failed", events=len(events), error=repr(exc))
             return
         receipts = [Receipt(r.seq, r.id, r.hash) for r in records]
-        if keying:
+        if keying and keyed < KEYS_BATCH:
             self._unkeyed, self._keyed_at = 0, now
+        elif keying:  # a tail longer than one batch: the next commit keys on
+            self._unkeyed = KEYS_DUE
         else:
             self._unkeyed += len(records)
         self._settle(jobs, receipts, None, here=here)

@@ -54,14 +54,6 @@ def query(
     return docs, (int(rows[-1][0]) if len(rows) == limit else None)
 
 
-def event_link(db: Database, event_id: str) -> tuple[str | None, str] | None:
-    """(task id, type) of the event with this id, or None: what a call naming it as its parent is checked by."""
-    t = audit_events.c
-    with db.read() as conn:
-        row = conn.execute(select(t.task_id, t.type).where(t.id == event_id)).first()
-    return None if row is None else (row[0], row[1])
-
-
 def task_events(db: Database, task_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     after = 0

@@ -258,9 +258,26 @@ def verify(
             raise _Bad(
                 head + 1, "truncated", f"the chain ends at seq {head} but a signed checkpoint covers seq {latest}"
             )
+        past = keyed_past(db)
+        if past is not None:  # keys are written only for rows that exist: these were removed (or keys planted)
+            raise _Bad(past, "truncated", f"the chain ends before seq {past}, which its lookup keys name")
     except _Bad as bad:
         return VerifyResult(False, count, head, prev, cps, bad.seq, bad.kind, bad.detail, time.perf_counter() - started)
     return VerifyResult(True, count, head, prev, cps, seconds=time.perf_counter() - started)
+
+
+def keyed_past(db: Database) -> int | None:
+    """The first seq the lookup keys name that the chain has not reached, or None. Planted there, a key would take
+    over the event that later gets that seq (hiding it from its task), or stop the writer keying at all. (The
+    writer keys only rows of its own transaction, so a key is never ahead of the chain it reads.)"""
+    from sqlalchemy import func, select
+
+    from tether.store.schema.audit import audit_event_keys, audit_events
+
+    k = audit_event_keys.c
+    top = select(func.coalesce(func.max(audit_events.c.seq), 0)).scalar_subquery()
+    with db.read() as conn:
+        return conn.execute(select(func.min(k.seq)).where(k.seq > top)).scalar()
 
 
 def _raise(bad: tuple[int, str, str], index: dict[int, str]) -> None:

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tether import __version__
-from tether.audit.chain import event_id
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
+from tether.entropy import random_bytes
 from tether.errors import TetherError
 from tether.gateway.mcp.catalog import PIN_FIELDS, Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
@@ -40,6 +40,7 @@ from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, Upstre
 from tether.gateway.mcp.wire import dumps
 from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
+from tether.types import decode_id, encode_id
 
 log = get_logger("tether.gateway.mcp")
 
@@ -50,10 +51,9 @@ META_PREFIX = "io.tether/"
 META_APPROVAL = "io.tether/approval"
 META_PROMPT = "io.tether/prompt"
 META_PARENT = "io.tether/parent"
-#: on a tool result: the id of its `tool.completed` event, which a later call of the task may name as its parent
+#: on a result: the id of its `tool.completed` event, which a later call of the task may name as its parent
 META_EVENT = "io.tether/event"
-#: results remembered (event id → task) for checking parents without a database read
-MAX_RESULTS = 100_000
+_MASK40 = (1 << 40) - 1
 MAX_PROMPT = 8192
 MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
@@ -163,7 +163,6 @@ class McpGateway:
         secrets: Callable[[str, str | None, str | None], tuple[str, ...]] | None = None,
         session_key: bytes | None = None,
         ended: SessionEnds | None = None,
-        event_of: Callable[[str], Awaitable[tuple[str | None, str] | None]] | None = None,
     ) -> None:
         self.config = config
         #: MACs the session ids: every process with the same key accepts the sessions any of them opened
@@ -201,10 +200,6 @@ class McpGateway:
         self._visible: dict[tuple[Any, ...], tuple[float, bool]] = {}
         self._resource_servers: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
-        #: tool results answered here, by the id of their tool.completed event → the task's id; older ones (and
-        #: other processes') are looked up with `event_of` (task id, type of an event; None: unknown)
-        self._results: dict[str, str] = {}
-        self._event_of = event_of
         self._www = f'Bearer resource_metadata="{self.metadata_url}"'.encode()
 
     # ------------------------------------------------------------ lifecycle
@@ -702,7 +697,7 @@ class McpGateway:
             await self._refused_early(token, server, tool, arguments, "tether:mapping-failed",
                                       f"the arguments do not map to a resource: {exc}")  # fmt: skip
             return _tool_error(f"Refused: the arguments do not map to a resource: {exc}", {"reason": "mapping_failed"})
-        if META_PARENT in tether_meta and not await self._parent_ok(token, tether_meta[META_PARENT]):
+        if META_PARENT in tether_meta and not self._parent_ok(token, tether_meta[META_PARENT]):
             why = f"_meta {META_PARENT} names no tool result of this task"
             await self._refused_early(token, server, tool, arguments, "tether:parent-invalid", why)
             return _tool_error(f"Refused: {why}", {"reason": "parent_invalid"})
@@ -743,27 +738,34 @@ class McpGateway:
         # the outcome is recorded after the answer leaves (an allowed call without one reads "unknown" at start-up)
         outcome = {"status": "error" if result.get("isError") else "ok", "bytes": size, "items": 1,
                    "latency_us": int((time.perf_counter() - started) * 1e6)}  # fmt: skip
-        completed_id = event_id()
+        completed_id = self._result_id(token.task_id)
         self._defer_completed(call, verdict, outcome, started, completed_id)
-        if len(self._results) >= MAX_RESULTS:
-            del self._results[next(iter(self._results))]
-        self._results[completed_id] = token.task_id
-        meta, _ = _split_meta(result.get("_meta"))  # an upstream does not speak for Tether (io.tether/* dropped)
-        return {**result, "_meta": {**meta, META_EVENT: completed_id}}
+        return _with_event(result, completed_id)
 
-    async def _parent_ok(self, token: Any, parent: Any) -> bool:
-        """Whether `parent` is the tool.completed event of a result given to this call's task."""
-        if not isinstance(parent, str) or not parent.startswith("evt_") or len(parent) > MAX_NAME:
+    def _result_id(self, task_id: str) -> str:
+        """The id of a result's tool.completed event, which names its task to every process holding the session
+        key: an `evt_` id like any other (milliseconds, then 80 bits), whose last 40 bits are a MAC of the task,
+        the time and the 40 random bits before them. So a parent is checked with no state and no database read,
+        on any worker, before the lazy record is even committed."""
+        ms = time.time_ns() // 1_000_000
+        nonce = int.from_bytes(random_bytes(5), "big")
+        return "evt_" + encode_id(ms << 80 | nonce << 40 | self._result_tag(task_id, ms, nonce))
+
+    def _result_tag(self, task_id: str, ms: int, nonce: int) -> int:
+        msg = b"io.tether/event|%s|%d|%d" % (task_id.encode(), ms, nonce)
+        return int.from_bytes(hmac.new(self._session_key, msg, "sha256").digest()[:5], "big")
+
+    def _parent_ok(self, token: Any, parent: Any) -> bool:
+        """Whether `parent` is the tool.completed event of a result this deployment gave to this call's task."""
+        if not isinstance(parent, str) or not parent.startswith("evt_"):
             return False
-        task = self._results.get(parent)
-        if task is None and self._event_of is not None:
-            try:
-                found = await self._event_of(parent)
-            except Exception as exc:  # noqa: BLE001 — a parent that cannot be checked is not taken on trust
-                log.warning("parent event not checkable", error=repr(exc))
-                return False
-            task = found[0] if found is not None and found[1] == "tool.completed" else None
-        return task is not None and task == token.task_id
+        n = decode_id(parent[4:])
+        if n is None:
+            return False
+        ms, nonce, tag = n >> 80, n >> 40 & _MASK40, n & _MASK40
+        return hmac.compare_digest(
+            tag.to_bytes(5, "big"), self._result_tag(token.task_id, ms, nonce).to_bytes(5, "big")
+        )
 
     def _defer_completed(
         self, call: Any, verdict: Any, outcome: dict[str, Any], started: float, completed_id: str
@@ -803,7 +805,7 @@ class McpGateway:
             prompt=prompt[:MAX_PROMPT] if isinstance(prompt, str) else None,
             approval_id=approval if isinstance(approval, str) and approval else None,
             trace_id=tp.group(1) if tp else None,
-            parent_id=parent if isinstance(parent, str) else None,  # checked by the caller (_parent_ok)
+            parent_id=parent if isinstance(parent, str) else None,  # checked by both callers first (_parent_ok)
         )  # fmt: skip
 
     async def _check(self, call: Any) -> Any:
@@ -864,8 +866,9 @@ class McpGateway:
         return RpcError(code, exc.rpc_message, data)
 
     async def _refused_early(
-        self, token: Any, server: str | None, tool: str, arguments: Mapping[str, Any], policy_id: str, reason: str
-    ) -> None:
+        self, token: Any, server: str | None, tool: str, arguments: Mapping[str, Any], policy_id: str, reason: str,
+        *, action: str = "mcp:call", rtype: str = "Tool",
+    ) -> None:  # fmt: skip
         """A tools/call refused before any decision (no such tool, not pinned, arguments that do not map): on
         record as a deny, as the HTTP gateway records an unmapped route. Fail closed when it cannot be."""
         enforcer = self._enforcer()
@@ -875,8 +878,8 @@ class McpGateway:
         try:
             await enforcer.record(Event(
                 type="policy.decided", actor=token.agent_id, task_id=token.task_id, agent_id=token.agent_id,
-                person_id=token.person_id, action="mcp:call", decision="deny", policy_ids=(policy_id,),
-                resource={"type": "Tool", "id": name[:MAX_NAME], "system": f"mcp:{server}" if server else "mcp"},
+                person_id=token.person_id, action=action, decision="deny", policy_ids=(policy_id,),
+                resource={"type": rtype, "id": name[:MAX_NAME], "system": f"mcp:{server}" if server else "mcp"},
                 detail={"gateway": "mcp", "upstream": server, "tool": name[:MAX_NAME], "reasons": [reason[:500]],
                         "arguments_sha256": hashlib.sha256(_argument_bytes(arguments)).hexdigest()},
             ))  # fmt: skip
@@ -992,6 +995,11 @@ class McpGateway:
             rid, rtype, method = f"{server}/{name}", "Prompt", "prompts/get"
             forward = {"name": name, **({"arguments": args} if args is not None else {})}
         spec = self.servers[server]
+        if META_PARENT in tmeta and not self._parent_ok(token, tmeta[META_PARENT]):
+            why = f"_meta {META_PARENT} names no result of this task"
+            await self._refused_early(token, server, rid[len(server) + 1 :], forward, "tether:parent-invalid", why,
+                                      action="mcp:read", rtype=rtype)  # fmt: skip
+            raise RpcError(INVALID_PARAMS, f"Refused: {why}", {"reason": "parent_invalid"})
         resource = make_resource(rtype, rid, spec.system_name, "internal", None, {"server": server})
         mapped = Mapped("mcp:read", resource, {"kind": kind})
         call = self._call(token, mapped, server, method, forward, tmeta, hmap, name=rid)
@@ -1028,8 +1036,9 @@ class McpGateway:
         if self._leaks(self._key(server, token), body):
             await self._leak_blocked(call, verdict, server, started)
             raise RpcError(INTERNAL, LEAK_TEXT)
-        await self._completed(call, verdict, {"status": "ok", "bytes": size, "items": 1}, started)
-        return result
+        completed_id = self._result_id(token.task_id)
+        await self._completed(call, verdict, {"status": "ok", "bytes": size, "items": 1}, started, completed_id)
+        return _with_event(result, completed_id)
 
     async def _complete(self, token: Any, params: dict[str, Any], hmap: Mapping[bytes, bytes]) -> dict[str, Any]:
         """Completions of a prompt's or resource's arguments: decided and recorded as a read of that prompt or
@@ -1063,6 +1072,13 @@ class _Refused(RpcError):
     def __init__(self, error: TetherError) -> None:
         super().__init__(DENIED, error.detail)
         self.error = error
+
+
+def _with_event(result: dict[str, Any], completed_id: str) -> dict[str, Any]:
+    """`result` naming its tool.completed event; an upstream's own io.tether/* keys dropped (it does not speak for
+    Tether)."""
+    meta, _ = _split_meta(result.get("_meta"))
+    return {**result, "_meta": {**meta, META_EVENT: completed_id}}
 
 
 def _split_meta(meta: Any) -> tuple[dict[str, Any], dict[str, Any]]:
