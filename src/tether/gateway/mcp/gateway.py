@@ -892,10 +892,7 @@ class McpGateway:
         outcome.setdefault("latency_us", int((time.perf_counter() - started) * 1e6))
         enforcer = self._enforcer()
         try:
-            if completed_id is None:
-                await enforcer.completed(call, verdict, outcome=outcome)
-            else:
-                await enforcer.completed(call, verdict, outcome=outcome, event_id=completed_id)
+            await enforcer.completed(call, verdict, outcome=outcome, event_id=completed_id)
         except Exception as exc:  # noqa: BLE001 — recorded after the answer: log, never lose the loop
             log.error("could not record tool.completed", error=repr(exc))
 
