@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -279,3 +280,22 @@ def test_a_reply_whose_message_cannot_be_read_counts_as_leaving_the_tenant(world
         facts = _reply(world, mid)
         assert facts["external_recipients"] == 1, mid
         assert facts["external_domains"] == ["*"], mid
+
+
+def test_a_reply_to_ones_own_sent_message_counts_its_recipients(world: World) -> None:
+    """Replying to a message one sent goes to that message's recipients, not back to oneself: when the original
+    is from the mailbox's owner, its To and Cc are counted. A reply to someone else's message does not count the
+    other people on it (reply-all does)."""
+    uid = world.sim.by_upn["alice@contoso.example"]
+    when = datetime.now(UTC)
+    alice, bob, pat = (
+        ("Alice", "alice@contoso.example"),
+        ("Bob", "bob@contoso.example"),
+        ("Pat", "pat@fabrikam.example"),
+    )
+    store = world.sim._store_message
+    sent = store(uid, "sentitems", subject="Offer", body="b", when=when, key="own", sender=alice, to=[pat])
+    received = store(uid, "inbox", subject="Fwd", body="b", when=when, key="bob", sender=bob, to=[alice, pat])
+    assert _reply(world, str(sent["id"]))["external_domains"] == ["fabrikam.example"]
+    assert _reply(world, str(received["id"]))["external_recipients"] == 0
+    assert _reply(world, str(received["id"]), "replyAll")["external_domains"] == ["fabrikam.example"]

@@ -159,3 +159,14 @@ def test_a_reply_joins_the_original_messages_recipients_read_by_lookup() -> None
     send = GRAPH.match("POST", normalise_path("/v1.0/me/sendMail"))
     assert send is not None
     assert extract_facts(send.spec, body, [], tenant, None)["external_recipients"] == 0
+
+
+def test_a_reply_counts_the_originals_recipients_only_when_the_original_is_ones_own() -> None:
+    reply = GRAPH.match("POST", normalise_path("/v1.0/me/messages/m1/reply"))
+    assert reply is not None
+    tenant = ["contoso.example"]
+    own = {"from": {"emailAddress": {"address": "Alice@contoso.example"}},
+           "toRecipients": [{"emailAddress": {"address": "pat@fabrikam.example"}}]}  # fmt: skip
+    assert extract_facts(reply.spec, {}, [], tenant, own, "alice@contoso.example")["external_recipients"] == 1
+    assert extract_facts(reply.spec, {}, [], tenant, own, "bob@contoso.example")["external_recipients"] == 0
+    assert extract_facts(reply.spec, {}, [], tenant, own, None)["external_recipients"] == 1  # owner unknown

@@ -363,8 +363,8 @@ class HttpGateway:
             except ValueError:
                 if ctype.endswith("json"):
                     raise InvalidRequest("the request body is not valid JSON") from None
-        looked_up = await self._lookup(ctx, match) if match.spec.lookup is not None else None
-        facts = extract_facts(match.spec, doc, query, ctx.upstream.tenant_domains, looked_up)
+        looked_up, owner = await self._lookup(ctx, match) if match.spec.lookup is not None else (None, None)
+        facts = extract_facts(match.spec, doc, query, ctx.upstream.tenant_domains, looked_up, owner)
         facts["size"] = len(body)
         facts["route"] = match.spec.name
         facts["app_only"] = self._app_only(ctx.upstream)
@@ -439,21 +439,24 @@ class HttpGateway:
         self._labels[key] = (level or "", now + up.label_ttl)
         return level
 
-    async def _lookup(self, ctx: Ctx, match: RouteMatch) -> Any:
+    async def _lookup(self, ctx: Ctx, match: RouteMatch) -> tuple[Any, str | None]:
         """The answer to the route's lookup (`LookupSpec`), read with the gateway's own credential, never
-        cached (a draft's recipients change); None when it cannot be read, which counts as unknown."""
+        cached (a draft's recipients change) — None when it cannot be read, which counts as unknown — and the
+        mailbox owner's address (None when the path names the user by something else, an object id)."""
         spec, up = match.spec.lookup, ctx.upstream
-        if spec is None or not up.label_credential or self.providers is None:
-            return None
         params = dict(match.params)
         if "user" not in params and _is_me(match.route.template):
             params["user"] = "me"
+        user = params.get("user")
+        owner = self.person_email(ctx.token.person_id) if user == "me" else user if user and "@" in user else None
+        if spec is None or not up.label_credential or self.providers is None:
+            return None, owner
         path = self._own_path(ctx, spec.paths, params)
         doc = await self._own_read(up, path) if path is not None else None
         if not isinstance(doc, dict):
             log.warning("lookup not readable: recipients outside the tenant assumed", upstream=up.name,
                         route=match.spec.name)  # fmt: skip
-        return doc
+        return doc, owner
 
     def _own_path(self, ctx: Ctx, templates: Sequence[str], params: Mapping[str, str]) -> str | None:
         """The first of `templates` the request's params fill (`me`: the person's address), each value

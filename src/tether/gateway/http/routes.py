@@ -67,6 +67,10 @@ class LookupSpec(BaseModel):
     paths: list[str] = Field(min_length=1)
     #: fact name → JSON paths into that answer; the values join the request's own values of that fact
     facts: dict[str, list[str]] = Field(min_length=1)
+    #: a JSON path naming whom the resource is from, and facts joined only when that is the mailbox's owner (or
+    #: the owner has no known address): a reply to one's own sent message goes to that message's recipients
+    owner_path: str | None = None
+    own_facts: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class RouteSpec(BaseModel):
@@ -203,11 +207,13 @@ def extract_facts(
     query: Sequence[tuple[str, str]],
     tenant_domains: Sequence[str],
     upstream_doc: Any = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Request facts for policy: the route's JSON paths, and recipients counted against the tenant.
 
     `upstream_doc` is the answer to the route's lookup (`LookupSpec`); a route with a lookup and no
     answer (it could not be read) counts one recipient outside the tenant, as anyone (fail closed).
+    `owner`: the mailbox owner's address, for the lookup's `own_facts` (None: unknown, so they count).
     """  # fmt: skip
     facts: dict[str, Any] = {}
     q = dict(query)
@@ -225,9 +231,16 @@ def extract_facts(
         facts[name] = count if all(p.startswith("#") for p in paths) else values
     unknown = spec.lookup is not None and not isinstance(upstream_doc, dict)
     if spec.lookup is not None and not unknown:
-        for name, paths in spec.lookup.facts.items():
-            found = [v for p in paths for v in _walk(upstream_doc, p) if isinstance(v, str | int | float | bool)]
-            facts[name] = [*(facts.get(name) or []), *found]
+        lookup = spec.lookup
+        groups = [lookup.facts]
+        if lookup.own_facts and lookup.owner_path:
+            senders = {str(v).strip().lower() for v in _walk(upstream_doc, lookup.owner_path)}
+            if owner is None or owner.strip().lower() in senders:
+                groups.append(lookup.own_facts)
+        for group in groups:
+            for name, paths in group.items():
+                found = [v for p in paths for v in _walk(upstream_doc, p) if isinstance(v, str | int | float | bool)]
+                facts[name] = [*(facts.get(name) or []), *found]
     if "recipients" in facts:
         recips = sorted({str(r).strip().lower() for r in facts["recipients"] if str(r).strip()})
         domains = {d.lower() for d in tenant_domains}
