@@ -63,7 +63,7 @@ async def test_the_tail_and_the_keyed_events_read_as_one_chain(db_url: str, monk
         # keyed half-way (a catch-up of a few rows): the same answers, none twice, pages across the boundary
         with db.write() as conn:
             chain.lock_chain(conn)
-            conn.exec_driver_sql(keys._CATCH_UP.format(limit=5))
+            keys.catch_up(conn, 5)
         assert _keyed(db) == first.seq + 5
         assert seqs(task_id="tsk_0") == want["task_id"]
         assert seqs(type="policy.decided") == want["type"]

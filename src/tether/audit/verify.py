@@ -258,7 +258,7 @@ def verify(
             raise _Bad(
                 head + 1, "truncated", f"the chain ends at seq {head} but a signed checkpoint covers seq {latest}"
             )
-        past = keyed_past(db)
+        past = _keyed_past(db)
         if past is not None:  # keys are written only for rows that exist: these were removed (or keys planted)
             raise _Bad(past, "truncated", f"the chain ends before seq {past}, which its lookup keys name")
     except _Bad as bad:
@@ -266,7 +266,7 @@ def verify(
     return VerifyResult(True, count, head, prev, cps, seconds=time.perf_counter() - started)
 
 
-def keyed_past(db: Database) -> int | None:
+def _keyed_past(db: Database) -> int | None:
     """The first seq the lookup keys name that the chain has not reached, or None. Planted there, a key would take
     over the event that later gets that seq (hiding it from its task), or stop the writer keying at all. (The
     writer keys only rows of its own transaction, so a key is never ahead of the chain it reads.)"""

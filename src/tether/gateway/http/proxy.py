@@ -449,6 +449,8 @@ class HttpGateway:
             params["user"] = "me"
         user = params.get("user")
         owner = self.person_email(ctx.token.person_id) if user == "me" else user if user and "@" in user else None
+        if user == "me" and owner is not None:
+            params["user"] = owner  # looked up once: `_own_path` fills it as given
         if spec is None or not up.label_credential or self.providers is None:
             return None, owner
         path = self._own_path(ctx, spec.paths, params)

@@ -255,12 +255,16 @@ def extract_facts(
         # A link anyone can open leaves the tenant: it counts as an external recipient. No scope at all is
         # the organisation's default, which may be anyone: counted the same way (fail closed).
         if not scopes or "anonymous" in scopes:
-            facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
-            facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
-    if unknown and any(name == "recipients" for name in spec.lookup.facts):  # type: ignore[union-attr]
-        facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
-        facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
+            _count_anyone(facts)
+    if unknown and spec.lookup is not None and "recipients" in spec.lookup.facts:
+        _count_anyone(facts)
     return facts
+
+
+def _count_anyone(facts: dict[str, Any]) -> None:
+    """One more recipient outside the tenant, who may be anyone (`*`)."""
+    facts["external_recipients"] = int(facts.get("external_recipients", 0) or 0) + 1
+    facts["external_domains"] = sorted({*facts.get("external_domains", []), "*"})
 
 
 __all__ = [

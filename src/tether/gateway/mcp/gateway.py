@@ -869,8 +869,9 @@ class McpGateway:
         self, token: Any, server: str | None, tool: str, arguments: Mapping[str, Any], policy_id: str, reason: str,
         *, action: str = "mcp:call", rtype: str = "Tool",
     ) -> None:  # fmt: skip
-        """A tools/call refused before any decision (no such tool, not pinned, arguments that do not map): on
-        record as a deny, as the HTTP gateway records an unmapped route. Fail closed when it cannot be."""
+        """A call refused before any decision (no such tool, not pinned, arguments that do not map, a parent that
+        is no result of the task): on record as a deny, as the HTTP gateway records an unmapped route. Fail closed
+        when it cannot be. `action` and `rtype` name what was asked (a read of a prompt or resource)."""
         enforcer = self._enforcer()
         if enforcer is None:
             raise RpcError(UNAVAILABLE, "no enforcement is available: calls are refused")
