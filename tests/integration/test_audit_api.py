@@ -299,3 +299,29 @@ def test_master_key_rotation_keeps_the_audit_key_and_content(tmp_path: Path) -> 
     finally:
         svc.close()
     assert runner.invoke(cli, ["audit", "verify", "--data-dir", d]).exit_code == 0
+
+
+def test_recovery_names_an_mcp_outcome_by_the_id_its_result_was_given(services: Services) -> None:
+    """An MCP result's id was handed to the client before its lazy record was committed; if the process died in
+    between, the recovered outcome takes that very id (so a later hop's parent is in the log). An HTTP call's
+    outcome, never named to anyone, gets an id of its own."""
+    from tether.audit.chain import event_id
+    from tether.audit.results import names_result_of, result_id
+
+    assert services.audit is not None
+    key = b"k" * 32
+    mcp_decision, http_decision = event_id(), event_id()
+    services.audit.record_sync([
+        Event(id=mcp_decision, type="policy.decided", decision="allow", task_id="tsk_m", detail={"enforcement": "mcp"}),
+        Event(id=http_decision, type="policy.decided", decision="allow", task_id="tsk_h",
+              detail={"enforcement": "http"}),
+    ])  # fmt: skip
+    assert recover(services.db, name_result=lambda task, decision: result_id(key, task, decision)) == 2
+    by_parent = {e["parent_id"]: e for e in query(services.db, type="tool.completed")[0]}
+    given = result_id(key, "tsk_m", mcp_decision)
+    assert by_parent[mcp_decision]["id"] == given
+    assert by_parent[mcp_decision]["outcome"] == {"status": "unknown"}
+    assert names_result_of(key, "tsk_m", given)
+    http_id = by_parent[http_decision]["id"]
+    assert http_id != result_id(key, "tsk_h", http_decision)
+    assert not names_result_of(key, "tsk_h", http_id)

@@ -429,6 +429,36 @@ async def test_a_hop_names_the_tool_result_that_led_to_it_and_nothing_else(world
         assert not r.is_error, text_of(r)
 
 
+async def test_an_outcome_lost_in_a_crash_is_recovered_under_the_id_its_result_was_given(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answers, then dies before the result's lazy tool.completed is committed. Start-up recovery
+    writes the outcome "unknown" under the id the client was given in `io.tether/event`, so the next hop, which
+    names it as its parent, still leads to an event in the log."""
+    from tether.audit.query import recover
+    from tether.audit.results import namer
+    from tether.crypto import load_master_key
+
+    await world.pin_all()
+    args = {"repo_path": str(world.repo)}
+    monkeypatch.setattr(world.gateway, "_defer_completed", lambda *a, **k: None)  # lost with the process
+    async with client(world) as s:
+        first = await s.call_tool("git__git_status", args)
+        assert not first.is_error, text_of(first)
+    given = (first.meta or {})["io.tether/event"]
+    decided = world.events("policy.decided")[-1]
+    assert not [e for e in world.events("tool.completed") if e["parent_id"] == decided["id"]]
+    monkeypatch.undo()
+
+    assert recover(world.services.db, name_result=namer(load_master_key(world.services.settings))) == 1
+    recovered = [e for e in world.events("tool.completed") if e["parent_id"] == decided["id"]]
+    assert [(e["id"], e["outcome"]) for e in recovered] == [(given, {"status": "unknown"})]
+    async with client(world) as s:
+        second = await s.call_tool("git__git_log", args, meta={"io.tether/parent": given})
+        assert not second.is_error, text_of(second)
+    assert world.events("tool.requested")[-1]["parent_id"] == given
+
+
 @pytest.mark.parametrize("transport", ["sdk", "lean"])
 async def test_unreachable_upstream_is_a_clear_tool_error_not_a_hang(
     tmp_path: Path, db_url: str, transport: str

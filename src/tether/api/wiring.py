@@ -196,14 +196,16 @@ def _build_audit(services: Services, master_key: bytes, *, recover: bool = True)
         services.extras["checkpointer"] = checkpointer
 
     from tether.audit.instances import Instance, live_instances
+    from tether.audit.results import namer
 
-    instance = Instance(db)
+    name_result = namer(master_key)  # a recovered MCP outcome takes the id its result was given under
+    instance = Instance(db, name_result=name_result)
     services.extras["instance"] = instance
 
     async def start() -> None:
         await audit.start()
         if recover:  # allowed calls left without an outcome get "unknown", unless a live instance decided them
-            await asyncio.to_thread(lambda: recover_outcomes(db, live=live_instances(db)))
+            await asyncio.to_thread(lambda: recover_outcomes(db, live=live_instances(db), name_result=name_result))
         await instance.start()
         if checkpointer is not None:
             await checkpointer.start()

@@ -52,13 +52,16 @@ def serve_workers(settings: Any, overrides: dict[str, Any], workers: int) -> Non
     """Run `workers` server processes on settings.host:settings.port (blocks until stopped)."""
     from tether.audit.instances import live_instances
     from tether.audit.query import recover
+    from tether.audit.results import namer
+    from tether.crypto import load_master_key
     from tether.store.db import Database
     from tether.store.migrate import upgrade
 
     upgrade(settings.url)
     db = Database(settings.url)
     try:
-        recover(db, live=live_instances(db))  # once, before any worker serves (other hosts' calls are left alone)
+        # once, before any worker serves (other hosts' calls are left alone)
+        recover(db, live=live_instances(db), name_result=namer(load_master_key(settings)))
     finally:
         db.dispose()
     try:  # bound alone first: another service listening there (even with SO_REUSEPORT) is an error, not a partner

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from tether.audit.results import ResultNamer
 from tether.background import stop_task
 from tether.log import get_logger
 from tether.store.db import Database
@@ -58,9 +59,10 @@ def _running(pid: int) -> bool:
 class Instance:
     """This process as a server instance: its id, its heartbeat, and the periodic recovery sweep."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, name_result: ResultNamer | None = None) -> None:
         self.db = db
         self.id = new_id("ins")
+        self.name_result = name_result  # MCP outcomes recovered take their results' ids (`tether.audit.results`)
         self._task: asyncio.Task[None] | None = None
 
     def beat(self) -> None:
@@ -81,7 +83,7 @@ class Instance:
     def sweep(self) -> int:
         from tether.audit.query import recover
 
-        return recover(self.db, live=live_instances(self.db) | {self.id})
+        return recover(self.db, live=live_instances(self.db) | {self.id}, name_result=self.name_result)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.beat)  # alive before the first call is decided

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from tether.audit import chain, keys
 from tether.audit.model import Event
+from tether.audit.results import ResultNamer
 from tether.crypto import unseal
 from tether.errors import NotFound, ValidationFailed
 from tether.store.db import Database
@@ -114,9 +115,14 @@ def erase_content(db: Database, event_id: str, *, actor: str, reason: str = "era
     return rec[0].seq
 
 
-def recover(db: Database, *, live: frozenset[str] | set[str] = frozenset()) -> int:
+def recover(
+    db: Database, *, live: frozenset[str] | set[str] = frozenset(), name_result: ResultNamer | None = None
+) -> int:
     """Allowed calls with no `tool.completed` get one with outcome status "unknown" — unless the server
     instance that decided them is in `live` (its call may still be in flight: see `tether.audit.instances`).
+
+    `name_result` (`tether.audit.results.namer`): an MCP call's outcome gets the id its result was given to
+    the client under, so a later hop that names it as its parent still leads to an event in the log.
 
     Scans `policy.decided` / `tool.completed` events after the point the last `audit.recovered` marker
     resumes from, then appends the synthetic completions and a new marker in one transaction. The new
@@ -125,11 +131,11 @@ def recover(db: Database, *, live: frozenset[str] | set[str] = frozenset()) -> i
     hold up the audit writer meanwhile); only when there is something to write is it redone under it.
     """
     with db.read() as conn:
-        if not _recovery(conn, live).write:
+        if not _recovery(conn, live, name_result).write:
             return 0
     with db.write() as conn:
         chain.lock_chain(conn)
-        found = _recovery(conn, live)
+        found = _recovery(conn, live, name_result)
         if found.write:
             chain.append(conn, found.events)
         return found.count
@@ -142,7 +148,7 @@ class _Recovery:
     write: bool
 
 
-def _recovery(conn: Any, live: frozenset[str] | set[str]) -> _Recovery:
+def _recovery(conn: Any, live: frozenset[str] | set[str], name_result: ResultNamer | None) -> _Recovery:
     t = audit_events.c
     markers = keys.select_keyed(conn, (t.seq, t.body), {"type": RECOVERY_TYPE}, limit=1, descending=True)
     marker = markers[0] if markers else None
@@ -173,7 +179,11 @@ def _recovery(conn: Any, live: frozenset[str] | set[str]) -> _Recovery:
             resume_after = min(resume_after, seq - 1)  # still in flight, perhaps: look again next time
             continue
         gone.add(str(instance))
+        named = None  # an MCP result's id was given to the client: its outcome takes that id
+        if name_result is not None and (d.get("detail") or {}).get("enforcement") == "mcp":
+            named = name_result(d["task_id"], eid)
         events.append(Event(
+            id=named,
             type="tool.completed", actor="system", task_id=d["task_id"], trace_id=d["trace_id"], parent_id=eid,
             agent_id=d["agent_id"], person_id=d["person_id"], sponsor_id=d["sponsor_id"], action=d["action"],
             resource=d["resource"], request_digest=d["request_digest"], decision=d["decision"],

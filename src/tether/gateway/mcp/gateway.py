@@ -30,9 +30,9 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tether import __version__
+from tether.audit import results
 from tether.audit.model import Event
 from tether.canon import canonical_fast, digest
-from tether.entropy import random_bytes
 from tether.errors import TetherError
 from tether.gateway.mcp.catalog import PIN_FIELDS, Mapped, MappingFailed, make_resource, map_call, tool_pin
 from tether.gateway.mcp.config import McpGatewayConfig, ServerSpec
@@ -40,7 +40,6 @@ from tether.gateway.mcp.upstream import HeaderSource, Key, UpstreamError, Upstre
 from tether.gateway.mcp.wire import dumps
 from tether.gateway.scan import LeakScanner
 from tether.log import get_logger
-from tether.types import decode_id, encode_id
 
 log = get_logger("tether.gateway.mcp")
 
@@ -53,7 +52,6 @@ META_PROMPT = "io.tether/prompt"
 META_PARENT = "io.tether/parent"
 #: on a result: the id of its `tool.completed` event, which a later call of the task may name as its parent
 META_EVENT = "io.tether/event"
-_MASK40 = (1 << 40) - 1
 MAX_PROMPT = 8192
 MAX_SESSIONS = 50_000
 PIN_REFRESH = 2.0
@@ -738,34 +736,19 @@ class McpGateway:
         # the outcome is recorded after the answer leaves (an allowed call without one reads "unknown" at start-up)
         outcome = {"status": "error" if result.get("isError") else "ok", "bytes": size, "items": 1,
                    "latency_us": int((time.perf_counter() - started) * 1e6)}  # fmt: skip
-        completed_id = self._result_id(token.task_id)
+        completed_id = self._result_id(token.task_id, verdict.decision_event_id)
         self._defer_completed(call, verdict, outcome, started, completed_id)
         return _with_event(result, completed_id)
 
-    def _result_id(self, task_id: str) -> str:
-        """The id of a result's tool.completed event, which names its task to every process holding the session
-        key: an `evt_` id like any other (milliseconds, then 80 bits), whose last 40 bits are a MAC of the task,
-        the time and the 40 random bits before them. So a parent is checked with no state and no database read,
-        on any worker, before the lazy record is even committed."""
-        ms = time.time_ns() // 1_000_000
-        nonce = int.from_bytes(random_bytes(5), "big")
-        return "evt_" + encode_id(ms << 80 | nonce << 40 | self._result_tag(task_id, ms, nonce))
-
-    def _result_tag(self, task_id: str, ms: int, nonce: int) -> int:
-        msg = b"io.tether/event|%s|%d|%d" % (task_id.encode(), ms, nonce)
-        return int.from_bytes(hmac.new(self._session_key, msg, "sha256").digest()[:5], "big")
+    def _result_id(self, task_id: str, decision_event_id: str) -> str:
+        """The id of a result's tool.completed event (`tether.audit.results`): derived from the call's decision
+        event, it names the task to every process holding the session key, and start-up recovery names an
+        outcome lost in a crash with it again."""
+        return results.result_id(self._session_key, task_id, decision_event_id)
 
     def _parent_ok(self, token: Any, parent: Any) -> bool:
         """Whether `parent` is the tool.completed event of a result this deployment gave to this call's task."""
-        if not isinstance(parent, str) or not parent.startswith("evt_"):
-            return False
-        n = decode_id(parent[4:])
-        if n is None:
-            return False
-        ms, nonce, tag = n >> 80, n >> 40 & _MASK40, n & _MASK40
-        return hmac.compare_digest(
-            tag.to_bytes(5, "big"), self._result_tag(token.task_id, ms, nonce).to_bytes(5, "big")
-        )
+        return results.names_result_of(self._session_key, token.task_id, parent)
 
     def _defer_completed(
         self, call: Any, verdict: Any, outcome: dict[str, Any], started: float, completed_id: str
@@ -1034,7 +1017,7 @@ class McpGateway:
         if self._leaks(self._key(server, token), body):
             await self._leak_blocked(call, verdict, server, started)
             raise RpcError(INTERNAL, LEAK_TEXT)
-        completed_id = self._result_id(token.task_id)
+        completed_id = self._result_id(token.task_id, verdict.decision_event_id)
         await self._completed(call, verdict, {"status": "ok", "bytes": size, "items": 1}, started, completed_id)
         return _with_event(result, completed_id)
 
