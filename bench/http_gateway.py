@@ -54,10 +54,10 @@ FLOOR = "forwarder + fsync per call"
 TASKS = 100
 
 
-def serve(app: Any, port: int) -> None:
+def serve(app: Any, port: int, http: Any = "httptools") -> None:
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop", http="httptools")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop", http=http)
 
 
 # ---------------------------------------------------------------------- server processes
@@ -144,7 +144,9 @@ def run_tether(port: int, sim_base: str, data: str, q: Any, secret: str, memory_
         svc.close()
         serve_cli(settings, cfg, workers)
         return
-    serve(create_app(svc), port)
+    from tether.api.http_protocol import HttpProtocol
+
+    serve(create_app(svc), port, HttpProtocol)  # as `tether serve` runs it
 
 
 def serve_cli(settings: Any, cfg: Path, workers: int) -> None:

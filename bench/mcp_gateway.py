@@ -195,14 +195,16 @@ def run_tether(workdir: Path, port: int, upstream: str, workers: int = 1) -> Non
         os.execv(exe, [exe, "serve", "--data-dir", str(settings.data_dir), "--port", str(port),  # noqa: S606
                        "--workers", str(workers)])  # fmt: skip
     app = create_app(services)
+    from tether.api.http_protocol import HttpProtocol  # as `tether serve` runs it
+
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
 
         cProfile.runctx("uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', access_log=False, "
-                        "loop='uvloop', http='httptools')", globals(), locals(), os.environ["BENCH_PROFILE"])  # fmt: skip
+                        "loop='uvloop', http=HttpProtocol)", globals(), locals(), os.environ["BENCH_PROFILE"])  # fmt: skip
         return
     uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http=HttpProtocol
     )
 
 

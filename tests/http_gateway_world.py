@@ -50,8 +50,10 @@ class Served:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        from tether.api.http_protocol import HttpProtocol  # what `tether serve` runs
+
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))  # fmt: skip
+                                                    lifespan="on", http=HttpProtocol))  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, args=([listening_socket(self.port)],), daemon=True)
 
     def __enter__(self) -> Served:

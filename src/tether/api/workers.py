@@ -147,9 +147,11 @@ def _worker(host: str, port: int) -> None:
     """One worker process: its own socket on the shared port, its own Services, uvicorn."""
     import uvicorn
 
+    from tether.api.http_protocol import HttpProtocol
+
     sock = _listening_socket(host, port)
     config = uvicorn.Config(app, factory=True, log_level="warning", access_log=False, loop="uvloop",
-                            http="httptools", timeout_graceful_shutdown=5)  # fmt: skip
+                            http=HttpProtocol, timeout_graceful_shutdown=5)  # fmt: skip
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

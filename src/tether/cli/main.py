@@ -109,11 +109,13 @@ def serve(
 
         serve_workers(s, {"data_dir": data_dir, "host": host, "port": port}, workers)
         return
+    from tether.api.http_protocol import HttpProtocol
+
     svc = build_services(s, migrate=True)
     try:
         uvicorn.run(
             create_app(svc), host=s.host, port=s.port, log_level="warning", access_log=False,
-            loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+            loop="uvloop", http=HttpProtocol, timeout_graceful_shutdown=5,
         )  # fmt: skip
     finally:
         svc.close()
