@@ -92,6 +92,15 @@ async def test_close_sends_what_is_held_and_abort_drops_it() -> None:
     assert not w2.is_closing()  # everything else is the transport's
 
 
+async def test_what_is_held_when_the_connection_goes_away_is_dropped() -> None:
+    t = Recorder()
+    w = PairedWrites(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    t.closed = True  # the client went away before the end of the iteration
+    await asyncio.sleep(0)
+    assert t.calls == []
+
+
 async def test_a_real_server_on_the_protocol_answers_plain_and_streamed_responses() -> None:
     """uvicorn with `http=HttpProtocol` on a loopback port: whole answers, streamed answers, keep-alive."""
     from tests.conftest import free_port

@@ -46,12 +46,13 @@ class PairedWrites:
         self.write(b"".join(chunks))
 
     def flush(self) -> None:
-        """Write what is held now."""
+        """Write what is held now (dropped if the connection closed meanwhile: nobody is there to read it)."""
         self._armed = False
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
