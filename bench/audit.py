@@ -54,14 +54,14 @@ class PlainLog(AuditLog):
                 PlainLog._next += 1
                 seq, eid, ts = PlainLog._next, e.id or event_id(), rfc3339(utcnow())
                 body = canonical_fast(e.body(seq=seq, event_id=eid, ts=ts, prev_hash="")).decode()
-                rows.append((seq, eid, ts, e.type, e.task_id, e.agent_id, e.person_id, body, "", ""))
+                rows.append((seq, eid, ts, e.type, e.task_id, e.agent_id, e.person_id, body, "", "", None))
         with self.db.raw_write(
             wait=here is None
         ) as cur:  # the writer's own path: one DB-API transaction, multi-row inserts
             if self.db.is_sqlite:
-                insert_rows(cur, _INSERT_HEAD, 10, rows)
+                insert_rows(cur, _INSERT_HEAD, len(rows[0]), rows)
             else:
-                cur.executemany(_INSERT.format(marks=", ".join(["%s"] * 10)), rows)
+                cur.executemany(_INSERT.format(marks=", ".join(["%s"] * len(rows[0]))), rows)
         from tether.audit.model import Receipt
 
         self._settle(jobs, [Receipt(r[0], r[1], "") for r in rows], None, here=here)

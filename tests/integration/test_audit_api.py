@@ -98,10 +98,10 @@ async def test_content_is_sealed_readable_by_auditors_and_erasable(services: Ser
     await services.audit.record(Event(type="task.ended", task_id="tsk_c"))  # the content rode a batch: committed now
     from sqlalchemy import select
 
-    from tether.store.schema.audit import audit_content
+    from tether.store.schema.audit import audit_events
 
     with services.db.read() as conn:
-        blob = conn.execute(select(audit_content.c.blob)).scalar_one()
+        blob = conn.execute(select(audit_events.c.content).where(audit_events.c.id == rec.id)).scalar_one()
     assert b"Q3 numbers" not in bytes(blob)
     h = _bearer(services, Role.AUDITOR)
     with TestClient(create_app(services)) as c:
@@ -118,11 +118,14 @@ async def test_content_is_sealed_readable_by_auditors_and_erasable(services: Ser
 def test_content_bound_to_its_event_cannot_be_moved(services: Services) -> None:
     """An attacker copies one event's sealed content onto another event id: it no longer opens."""
     from tether.crypto import SecretUnreadable, seal
-    from tether.store.schema.audit import audit_content
+    from tether.store.schema.audit import audit_events
 
+    assert services.audit is not None
+    services.audit.record_sync([Event(id="evt_b", type="tool.requested")])
     key = services.extras["audit_content_key"]
     with services.db.write() as conn:
-        conn.execute(audit_content.insert().values(event_id="evt_b", blob=seal(key, b'{"x":1}', b"evt_a")))
+        conn.execute(audit_events.update().where(audit_events.c.id == "evt_b").values(
+            content=seal(key, b'{"x":1}', b"evt_a")))  # fmt: skip
     with pytest.raises(SecretUnreadable):
         read_content(services.db, key, "evt_b")
 

@@ -21,6 +21,8 @@ def test_a_running_checkpointer_copies_the_wal_and_raises_the_inline_threshold(t
     url = f"sqlite:///{tmp_path}/t.db"
     upgrade(url)
     db = Database(url)
+    with db.raw_write() as cur:  # a table of the test's own, for writes of a chosen size
+        cur.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY, v BLOB)")
     wal = WalCheckpointer(db, interval=0.05)
     try:
         assert autocheckpoint(db) == 1000
@@ -28,7 +30,7 @@ def test_a_running_checkpointer_copies_the_wal_and_raises_the_inline_threshold(t
         assert autocheckpoint(db) == BACKSTOP_PAGES
         for i in range(50):  # 50 commits of ~8 KB each: left alone, they would sit in the WAL
             with db.raw_write() as cur:
-                cur.execute("INSERT INTO audit_content (event_id, blob) VALUES (?, ?)", (f"evt_{i}", b"x" * 8000))
+                cur.execute("INSERT INTO scratch (k, v) VALUES (?, ?)", (f"evt_{i}", b"x" * 8000))
         seen = wal.checkpoints
         deadline = time.monotonic() + 10
         while wal.checkpoints < seen + 2 and time.monotonic() < deadline:
@@ -64,18 +66,20 @@ def test_a_long_fully_copied_wal_is_restarted_so_commits_write_over_it(tmp_path:
     url = f"sqlite:///{tmp_path}/t.db"
     upgrade(url)
     db = Database(url)
+    with db.raw_write() as cur:  # a table of the test's own, for writes of a chosen size
+        cur.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY, v BLOB)")
     wal = WalCheckpointer(db, interval=3600)  # driven by hand below
     try:
         wal.start()
         blob = b"x" * 40_000  # ~10 pages a commit
         for i in range(RESTART_FRAMES // 10 + 20):
             with db.raw_write() as cur:
-                cur.execute("INSERT INTO audit_content (event_id, blob) VALUES (?, ?)", (f"evt_{i}", blob))
+                cur.execute("INSERT INTO scratch (k, v) VALUES (?, ?)", (f"evt_{i}", blob))
         size = (tmp_path / "t.db-wal").stat().st_size
         assert wal.checkpoint()
         assert wal.restarts == 1
         with db.raw_write() as cur:
-            cur.execute("INSERT INTO audit_content (event_id, blob) VALUES (?, ?)", ("evt_next", b"y"))
+            cur.execute("INSERT INTO scratch (k, v) VALUES (?, ?)", ("evt_next", b"y"))
         with db.engine.connect() as conn:
             _, frames, _ = conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
         assert frames < 20  # the commit after the restart started the WAL over

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -97,13 +97,17 @@ def append(conn: Connection, events: Sequence[Event]) -> list[Record]:
     seq, prev = head(conn)
     records, rows = _link(events, seq, prev)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 10)), rows)  # one prepared executemany
+    conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * _WIDTH)), rows)  # one prepared executemany
     keys.catch_up(conn)  # a rare path (the CLI without a server, recovery): it leaves no tail behind
     return records
 
 
-def append_raw(cur: Any, *, postgres: bool, events: Sequence[Event]) -> list[Record]:
-    """`append` on a DB-API cursor inside a write transaction the caller opened (the audit writer's path)."""
+def append_raw(
+    cur: Any, *, postgres: bool, events: Sequence[Event], content: Mapping[str, bytes] | None = None
+) -> list[Record]:
+    """`append` on a DB-API cursor inside a write transaction the caller opened (the audit writer's path).
+
+    `content`: sealed content by event id, stored in the events' own rows (outside the hashed body)."""
     if not events:
         return []
     if postgres:
@@ -111,17 +115,18 @@ def append_raw(cur: Any, *, postgres: bool, events: Sequence[Event]) -> list[Rec
     cur.execute(_HEAD)
     row = cur.fetchone()
     seq, prev = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
-    records, rows = _link(events, seq, prev)
+    records, rows = _link(events, seq, prev, content)
     if postgres:
-        cur.executemany(_INSERT.format(marks=", ".join(["%s"] * 10)), rows)  # psycopg pipelines these
+        cur.executemany(_INSERT.format(marks=", ".join(["%s"] * _WIDTH)), rows)  # psycopg pipelines these
     else:
-        insert_rows(cur, _INSERT_HEAD, 10, rows)
+        insert_rows(cur, _INSERT_HEAD, _WIDTH, rows)
     return records
 
 
 _INSERT_HEAD = (
-    "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash) VALUES "
+    "INSERT INTO audit_events (seq, id, ts, type, task_id, agent_id, person_id, body, prev_hash, hash, content) VALUES "
 )
+_WIDTH = 11
 
 
 def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
@@ -136,7 +141,7 @@ def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any
     i, n = 0, len(rows)
     while i < n:
         left = n - i
-        size = left if left <= EXACT_ROWS else 1 << min(left.bit_length() - 1, 8)  # ≤ 256 rows × 10 columns
+        size = left if left <= EXACT_ROWS else 1 << min(left.bit_length() - 1, 8)  # ≤ 256 rows × 11 columns
         chunk = rows[i : i + size]
         cur.execute(head_sql + ", ".join([marks] * size), [v for r in chunk for v in r])
         i += size
@@ -146,8 +151,10 @@ def insert_rows(cur: Any, head_sql: str, width: int, rows: Sequence[Sequence[Any
 EXACT_ROWS = 16
 
 
-def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], list[tuple[Any, ...]]]:
-    """Records and table rows for `events` chained after (`seq`, `prev`)."""
+def _link(
+    events: Sequence[Event], seq: int, prev: str, content: Mapping[str, bytes] | None = None
+) -> tuple[list[Record], list[tuple[Any, ...]]]:
+    """Records and table rows for `events` chained after (`seq`, `prev`), with their sealed `content` by id."""
     records: list[Record] = []
     rows: list[tuple[Any, ...]] = []
     now = rfc3339(utcnow())
@@ -161,7 +168,8 @@ def _link(events: Sequence[Event], seq: int, prev: str) -> tuple[list[Record], l
         h = sha256(prev.encode("ascii") + body_bytes).hexdigest()
         text_body = body_bytes.decode("utf-8")
         records.append(Record(seq, eid, ts, ev.type, text_body, prev, h))
-        rows.append((seq, eid, ts, ev.type, ev.task_id, ev.agent_id, ev.person_id, text_body, prev, h))
+        rows.append((seq, eid, ts, ev.type, ev.task_id, ev.agent_id, ev.person_id, text_body, prev, h,
+                     content.get(eid) if content else None))  # fmt: skip
         prev = h
     return records, rows
 

@@ -428,13 +428,14 @@ class AuditLog:
         try:
             with self.db.raw_write(wait=here is None) as cur:
                 postgres = not self.db.is_sqlite
-                records = chain.append_raw(cur, postgres=postgres, events=events)
+                # content rides in its event's row; content for an event of an earlier batch fills that row
+                ids = {e.id for e in events} if content else set()
+                records = chain.append_raw(cur, postgres=postgres, events=events, content=content)
                 if keying:  # the lookup keys of recent events, in one batch (most commits touch no index page)
                     keyed = keys.catch_up_raw(cur)
-                if content and not postgres:
-                    chain.insert_rows(cur, _CONTENT_SQLITE, 2, content)
-                elif content:
-                    cur.executemany(_CONTENT_PG, content)
+                later = [(blob, eid) for eid, blob in content.items() if eid not in ids] if content else None
+                if later:
+                    cur.executemany(_CONTENT_PG if postgres else _CONTENT_SQLITE, later)
                 if counting:
                     totals = add_usage(cur, postgres=postgres, seq=records[-1].seq, deltas=counting)
         except Exception as exc:  # every waiter learns the batch failed; the writer lives on
@@ -602,10 +603,11 @@ class AuditLog:
             with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
                 loop.call_soon_threadsafe(_resolve, pairs)
 
-    def _sealed(self, content: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes]]:
-        """(event id, AES-GCM blob) rows; content that cannot be encoded is dropped (logged), never the chain."""
+    def _sealed(self, content: list[tuple[str, dict[str, Any]]]) -> dict[str, bytes]:
+        """Event id → AES-GCM blob (the first content given for an id); content that cannot be encoded is
+        dropped (logged), never the chain."""
         if not content or self._content_key is None:
-            return []
+            return {}
         rows: dict[str, bytes] = {}
         for event_id, doc in content:
             try:
@@ -613,8 +615,8 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001
                 log.error("audit content not kept", event_id=event_id, error=repr(exc))
                 continue
-            rows[event_id] = blob
-        return list(rows.items())
+            rows.setdefault(event_id, blob)
+        return rows
 
 
 def _content_json(doc: dict[str, Any]) -> bytes:
@@ -628,10 +630,9 @@ def _content_json(doc: dict[str, Any]) -> bytes:
 
 
 # A content row whose event id is taken already is dropped; the batch's events are not.
-_CONTENT_SQLITE = "INSERT OR IGNORE INTO audit_content (event_id, blob) VALUES "
-_CONTENT_PG = (
-    "INSERT INTO audit_content (event_id, blob, erased_at) VALUES (%s, %s, NULL) ON CONFLICT (event_id) DO NOTHING"
-)
+#: content for an event committed before: kept unless the event has (or had) content already
+_CONTENT_SQLITE = "UPDATE audit_events SET content = ? WHERE id = ? AND content IS NULL AND content_erased_at IS NULL"
+_CONTENT_PG = "UPDATE audit_events SET content = %s WHERE id = %s AND content IS NULL AND content_erased_at IS NULL"
 
 
 def audit_key(master_key: bytes) -> bytes:

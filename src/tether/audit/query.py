@@ -17,7 +17,7 @@ from tether.audit.results import ResultNamer
 from tether.crypto import unseal
 from tether.errors import NotFound, ValidationFailed
 from tether.store.db import Database
-from tether.store.schema.audit import audit_checkpoints, audit_content, audit_events
+from tether.store.schema.audit import audit_checkpoints, audit_events
 from tether.types import rfc3339, utcnow
 
 RECOVERY_TYPE = "audit.recovered"
@@ -84,11 +84,10 @@ def tree(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 
 def read_content(db: Database, key: bytes, event_id: str) -> dict[str, Any] | None:
     """The decrypted content of an event; None when it was erased. NotFound when none was kept."""
+    t = audit_events.c
     with db.read() as conn:
-        row = conn.execute(
-            select(audit_content.c.blob, audit_content.c.erased_at).where(audit_content.c.event_id == event_id)
-        ).first()
-    if row is None:
+        row = conn.execute(select(t.content, t.content_erased_at).where(t.id == event_id)).first()
+    if row is None or (row[0] is None and row[1] is None):
         raise NotFound(f"no content is kept for event {event_id}")
     if row[0] is None:
         return None
@@ -98,15 +97,16 @@ def read_content(db: Database, key: bytes, event_id: str) -> dict[str, Any] | No
 
 def erase_content(db: Database, event_id: str, *, actor: str, reason: str = "erasure request") -> int:
     """Erase an event's content (GDPR Art. 17): the blob is dropped, the chain keeps the digest. Audited."""
+    t = audit_events.c
     with db.write() as conn:
         res = conn.execute(
-            update(audit_content)
-            .where(audit_content.c.event_id == event_id, audit_content.c.blob.is_not(None))
-            .values(blob=None, erased_at=rfc3339(utcnow()))
+            update(audit_events)
+            .where(t.id == event_id, t.content.is_not(None))
+            .values(content=None, content_erased_at=rfc3339(utcnow()))
         )
         if res.rowcount == 0:
-            exists = conn.execute(select(audit_content.c.event_id).where(audit_content.c.event_id == event_id)).first()
-            if exists is None:
+            erased = conn.execute(select(t.seq).where(t.id == event_id, t.content_erased_at.is_not(None))).first()
+            if erased is None:
                 raise NotFound(f"no content is kept for event {event_id}")
             return 0
         rec = chain.append(

@@ -22,7 +22,7 @@ from tether.crypto import (
 )
 from tether.store.db import Database
 from tether.store.schema.approvals import approvals
-from tether.store.schema.audit import audit_content, audit_keys
+from tether.store.schema.audit import audit_events, audit_keys
 from tether.store.schema.credentials import credentials, subject_tokens
 from tether.store.schema.identity import tasks
 from tether.store.schema.tokens import signing_keys
@@ -139,7 +139,7 @@ DERIVED_SEALS: list[tuple[Any, str, str, str]] = [
     (signing_keys, "kid", "private_sealed", TOKENS_SIGNING_KEY),
     (approvals, "id", "prompt_sealed", APPROVALS_PROMPT_KEY),
     (audit_keys, "kid", "sealed_private", AUDIT_SIGNING_KEY),
-    (audit_content, "event_id", "blob", AUDIT_CONTENT_KEY),
+    (audit_events, "id", "content", AUDIT_CONTENT_KEY),  # the events' erasable content
 ]
 
 

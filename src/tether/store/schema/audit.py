@@ -17,6 +17,10 @@ audit_events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    #: the event's erasable content (prompt text, redacted arguments, decision input), AES-GCM sealed with the
+    #: event id as associated data; outside `body`, so erasing it (NULL) leaves the chain intact
+    Column("content", LargeBinary),
+    Column("content_erased_at", String(32)),
 )
 
 #: The chain's lookup keys, kept a little behind it (`tether.audit.keys`): an append touches only the chain's
@@ -58,14 +62,6 @@ audit_keys = Table(
     Column("created_at", String(32), nullable=False),
 )
 
-#: Erasable content of events (prompt text, redacted arguments, decision input), AES-GCM sealed.
-audit_content = Table(
-    "audit_content",
-    metadata,
-    Column("event_id", String(40), primary_key=True),
-    Column("blob", LargeBinary),
-    Column("erased_at", String(32)),
-)
 
 #: The server processes serving this database, with their last heartbeat. An allowed call without an
 #: outcome is recovered ("unknown") only when the process that decided it is no longer alive.
