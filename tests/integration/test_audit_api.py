@@ -328,3 +328,36 @@ def test_recovery_names_an_mcp_outcome_by_the_id_its_result_was_given(services: 
     http_id = by_parent[http_decision]["id"]
     assert http_id != result_id(key, "tsk_h", http_decision)
     assert not names_result_of(key, "tsk_h", http_id)
+
+
+def test_a_late_outcome_under_an_id_recovery_took_is_kept_beside_it_and_fails_no_call(services: Services) -> None:
+    """Recovery took a stalled process for gone and wrote its MCP call's outcome "unknown" under the result's id;
+    the process then commits the real outcome under that same id, in one batch with another task's decision.
+    Both are kept — the late outcome under an id of its own naming the given one — and the chain verifies."""
+    from tether.audit.chain import event_id
+    from tether.audit.results import result_id
+    from tether.audit.verify import verify
+
+    log = services.audit
+    assert log is not None
+    key = b"r" * 32
+    decision = event_id()
+    log.record_sync([Event(id=decision, type="policy.decided", decision="allow", task_id="tsk_a",
+                           detail={"enforcement": "mcp", "instance": "ins_stalled"})])  # fmt: skip
+    given = result_id(key, "tsk_a", decision)
+    assert recover(services.db, name_result=lambda task, d: result_id(key, task, d)) == 1
+    other = Event(id=event_id(), type="policy.decided", decision="allow", task_id="tsk_b")
+    late = Event(id=given, type="tool.completed", task_id="tsk_a", parent_id=decision, outcome={"status": "ok"})
+
+    async def both() -> list[object]:
+        return list(await asyncio.gather(log.record(other), log.record(late, lazy=True)))
+
+    receipts = asyncio.run(both())
+    assert receipts[0].id == other.id
+    assert receipts[1].id != given
+    outcomes = {e["id"]: e for e in query(services.db, type="tool.completed", task_id="tsk_a")[0]}
+    assert outcomes[given]["outcome"] == {"status": "unknown"}
+    assert outcomes[receipts[1].id]["outcome"] == {"status": "ok"}
+    assert outcomes[receipts[1].id]["detail"]["result_id"] == given
+    assert [e["id"] for e in query(services.db, type="policy.decided", task_id="tsk_b")[0]] == [other.id]
+    assert verify(services.db, None).ok

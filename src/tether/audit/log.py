@@ -39,9 +39,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
+from dataclasses import replace
 from typing import Any
 
 import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from tether.audit import chain, keys
 from tether.audit.keys import KEYS_BATCH, KEYS_DUE, KEYS_EVERY
@@ -50,6 +53,7 @@ from tether.crypto import AUDIT_CONTENT_KEY, AUDIT_DIGEST_KEY, derive_key, seal
 from tether.errors import Unavailable
 from tether.log import get_logger
 from tether.store.db import Busy, Database
+from tether.store.schema.audit import audit_events
 from tether.store.usage import Totals, add_usage, merge
 
 log = get_logger("tether.audit")
@@ -443,6 +447,9 @@ class AuditLog:
                 self._put_back(earlier)
             if isinstance(exc, Busy):
                 raise  # nothing was written: the caller hands the batch to the writer thread
+            if self._renamed_taken(jobs, exc):
+                self._commit(jobs, here=here)  # once more: the events it renamed cannot collide again
+                return
             if isinstance(exc, (TypeError, ValueError, RecursionError)) and self._drop_unencodable(jobs, here):
                 return
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"audit write failed: {type(exc).__name__}")
@@ -478,6 +485,36 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 — a listener (checkpointer) must not break the writer
                 with contextlib.suppress(Exception):
                     log.error("audit listener failed", error=repr(exc))
+
+    def _renamed_taken(self, jobs: list[_Job], exc: BaseException) -> bool:
+        """After a batch broke a unique constraint: its events named in advance whose id the log holds already
+        get ids of their own, `detail.result_id` naming the one they were given; True when one did.
+
+        An MCP result's `tool.completed` is named before it is written (its id went to the client with the
+        result, `tether.audit.results`). If recovery took its process for gone meanwhile (a heartbeat older
+        than the live window: a stalled writer, skewed clocks), it wrote the call's outcome "unknown" under
+        that very id; the late, real outcome is kept beside it instead of failing every call of its batch."""
+        if not _unique_violation(exc, self.db) or not any(e.id for j in jobs for e in j.events):
+            return False
+        named = [e.id for j in jobs for e in j.events if e.id]
+        try:
+            with self.db.read() as conn:
+                taken = set(conn.execute(select(audit_events.c.id).where(audit_events.c.id.in_(named))).scalars())
+        except Exception:  # noqa: BLE001 — the batch fails as it would have
+            return False
+        if not taken:
+            return False
+        for job in jobs:
+            if any(e.id in taken for e in job.events):
+                job.events = [
+                    replace(e, id=None, detail={**e.detail, "result_id": e.id}) if e.id in taken else e
+                    for e in job.events
+                ]
+                if job.content:  # content never follows a renamed event to the row that holds its old id
+                    job.content = [c for c in job.content if c[0] not in taken]
+        with contextlib.suppress(Exception):
+            log.warning("audit events renamed: their ids were taken", ids=sorted(taken))
+        return True
 
     def _fail(self, jobs: list[_Job], exc: Exception, *, here: asyncio.AbstractEventLoop | None = None) -> None:
         """An unexpected error while committing `jobs`: every caller learns it, and it is logged."""
@@ -617,6 +654,19 @@ class AuditLog:
                 continue
             rows.setdefault(event_id, blob)
         return rows
+
+
+def _unique_violation(exc: BaseException, db: Database) -> bool:
+    """Whether `exc` (or what caused it) is the database refusing a duplicate key."""
+    integrity = (db.engine.dialect.loaded_dbapi.IntegrityError, IntegrityError)
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, integrity):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _content_json(doc: dict[str, Any]) -> bytes:

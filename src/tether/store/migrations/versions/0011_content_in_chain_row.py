@@ -11,6 +11,7 @@ Revision ID: 0011_content_in_chain_row
 Revises: 0010_audit_keys
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -23,6 +24,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # content naming no event (only `store_content` with an unknown id could leave such a row) is not kept
+    orphans = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM audit_content WHERE event_id NOT IN (SELECT id FROM audit_events)"))
+        .scalar()
+    )
+    if orphans:
+        logging.getLogger("alembic.runtime.migration").warning(
+            "0011: %d content row(s) name no event and are not kept", orphans
+        )
     op.add_column("audit_events", sa.Column("content", sa.LargeBinary(), nullable=True))
     op.add_column("audit_events", sa.Column("content_erased_at", sa.String(length=32), nullable=True))
     op.execute(
