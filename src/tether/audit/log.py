@@ -494,9 +494,9 @@ class AuditLog:
         result, `tether.audit.results`). If recovery took its process for gone meanwhile (a heartbeat older
         than the live window: a stalled writer, skewed clocks), it wrote the call's outcome "unknown" under
         that very id; the late, real outcome is kept beside it instead of failing every call of its batch."""
-        if not _unique_violation(exc, self.db) or not any(e.id for j in jobs for e in j.events):
-            return False
         named = [e.id for j in jobs for e in j.events if e.id]
+        if not named or not _unique_violation(exc, self.db):
+            return False
         try:
             with self.db.read() as conn:
                 taken = set(conn.execute(select(audit_events.c.id).where(audit_events.c.id.in_(named))).scalars())
@@ -679,7 +679,6 @@ def _content_json(doc: dict[str, Any]) -> bytes:
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-# A content row whose event id is taken already is dropped; the batch's events are not.
 #: content for an event committed before: kept unless the event has (or had) content already
 _CONTENT_SQLITE = "UPDATE audit_events SET content = ? WHERE id = ? AND content IS NULL AND content_erased_at IS NULL"
 _CONTENT_PG = "UPDATE audit_events SET content = %s WHERE id = %s AND content IS NULL AND content_erased_at IS NULL"
