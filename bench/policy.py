@@ -2,13 +2,15 @@
 
 For the default pack and synthetic bundles of 200 and 1,000 policies (per-tool permits plus a
 few forbids, the shape of BASELINES.md §1a), measure in the same run:
-  - tether:  PolicyEngine.decide(req) — code checks, cached entities, slice, obligations
+  - tether:  PolicyEngine.decide(req) — code checks, cached entities, slice, obligations, and
+    Cedar evaluating the slice every time (the engine's reused answers are forgotten first)
   - raw:     cedarpy.is_authorized(req, PolicySet(whole bundle), entities) — no slicing
   - new resource: decide() where every call names a resource not seen before, so the
     pre-parsed entity graph cannot be reused (the cache-miss path: a fresh mail message each call)
   - approval: decide() on a request a forbid holds (confidential file shared outside)
+  - reused: decide() on the same question again, Cedar's earlier answer reused
 Prints a table, then one JSON line with p50_us_default, p99_us_default, p50_us_1000,
-p99_us_1000, raw_unsliced_p50_us_1000 (and the 200, new-resource and approval figures).
+p99_us_1000, raw_unsliced_p50_us_1000 (and the 200, new-resource, approval and reused figures).
 """
 
 from __future__ import annotations
@@ -99,10 +101,17 @@ def measure(label: str, e: PolicyEngine, req: DecisionRequest, n: int) -> dict[s
     ents = e._entities(req, p, level)
     d = e.decide(req)
     assert d.effect.value == "allow", (label, d)
-    tether, raw = [], []
+    answers = e._answers
+
+    def asked() -> None:  # Cedar evaluates every time: the engine's reused answers are forgotten first
+        answers.clear()
+        e.decide(req)
+
+    tether, raw, reused = [], [], []
     for _ in range(5):  # interleave blocks so machine load hits both alike
-        tether += timed(lambda: e.decide(req), n // 5)
+        tether += timed(asked, n // 5)
         raw += timed(lambda: cedarpy.is_authorized(creq, whole, ents), n // 5)
+        reused += timed(lambda: e.decide(req), n // 10)  # the same question again: Cedar's answer reused
     # requests built beforehand, so only decide() is timed; ids never repeat (warm-up included)
     novel = iter([replace(req, resource=replace(req.resource, id=f"{req.resource.id}-{i}")) for i in range(n + 1000)])
     fresh: list[float] = []
@@ -112,6 +121,7 @@ def measure(label: str, e: PolicyEngine, req: DecisionRequest, n: int) -> dict[s
         "policies": len(b.policies),
         "slice": len(b.slice_ids(req.action, req.resource.type, None, req.resource.id)),
         "new_p50": statistics.median(fresh), "new_p99": pct(fresh, 0.99),
+        "reused_p50": statistics.median(reused), "reused_p99": pct(reused, 0.99),
         "p50": statistics.median(tether), "p99": pct(tether, 0.99), "per_s": 1e6 / statistics.mean(tether),
         "raw_p50": statistics.median(raw), "raw_p99": pct(raw, 0.99),
     }  # fmt: skip
@@ -129,7 +139,7 @@ def main() -> None:
     assert e.decide(share).effect.value == "approval_required"
     approval = []
     for _ in range(5):
-        approval += timed(lambda: e.decide(share), n // 5)
+        approval += timed(lambda: (e._answers.clear(), e.decide(share)), n // 5)
     rows = {
         "default": measure("default", engine(None), request(0, default_pack=True), n),
         "200": measure("200", engine(synthetic(200, tmp / "b200")), request(137, default_pack=False), n),
@@ -145,6 +155,9 @@ def main() -> None:
     print("raw = cedarpy.is_authorized on the whole bundle as one pre-parsed PolicySet, same request and entities.")
     for name, r in rows.items():
         print(f"{name:>8}: a resource not seen before on every call: p50 {r['new_p50']:.1f}us p99 {r['new_p99']:.1f}us")
+    for name, r in rows.items():
+        print(f"{name:>8}: an equal question again (Cedar's answer reused): p50 {r['reused_p50']:.1f}us "
+              f"p99 {r['reused_p99']:.1f}us")  # fmt: skip
     print(f" default: approval_required (a forbid holds): p50 {statistics.median(approval):.1f}us "
           f"p99 {pct(approval, 0.99):.1f}us")  # fmt: skip
     print(json.dumps({
@@ -158,6 +171,8 @@ def main() -> None:
         "p99_us_default_new_resource": round(rows["default"]["new_p99"], 1),
         "p50_us_1000_new_resource": round(rows["1000"]["new_p50"], 1),
         "p50_us_default_approval": round(statistics.median(approval), 1),
+        "p50_us_default_reused": round(rows["default"]["reused_p50"], 1),
+        "p50_us_1000_reused": round(rows["1000"]["reused_p50"], 1),
         "p99_us_default_approval": round(pct(approval, 0.99), 1),
     }))  # fmt: skip
 

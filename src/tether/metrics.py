@@ -19,6 +19,12 @@ class Metrics:
             "tether_http_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.decisions = Counter("tether_decisions", "Policy decisions", ["effect", "enforcement"], registry=r)
+        self.policy_evaluations = Counter(
+            "tether_policy_evaluations",
+            "Cedar evaluations by whether the answer was evaluated or reused from an equal earlier question",
+            ["answer"],
+            registry=r,
+        )
         self.token_exchanges = Counter("tether_token_exchanges", "Token exchanges", ["outcome"], registry=r)
         self.audit_events = Counter("tether_audit_events", "Audit events made durable", registry=r)
         self.audit_batch = Histogram(

@@ -140,7 +140,10 @@ def _build_policy(services: Services) -> None:
                                                  "policies": len(bundle.policies), "source": bundle.source})]
         )  # fmt: skip
 
-    engine = PolicyEngine(services.settings.policy_dir, agent_lookup=agent, person_lookup=person, on_loaded=loaded)
+    engine = PolicyEngine(
+        services.settings.policy_dir, agent_lookup=agent, person_lookup=person, on_loaded=loaded,
+        metrics=services.metrics,
+    )  # fmt: skip
     services.policy = engine
     tasks: dict[str, asyncio.Task[None]] = {}
 

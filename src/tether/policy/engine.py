@@ -85,6 +85,7 @@ class PolicyEngine:
         person_lookup: Callable[[str], tuple[Any, frozenset[str]] | None] | None = None,
         on_loaded: Callable[[Bundle], None] | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Any = None,
     ) -> None:
         self.directory = Path(directory) if directory else DEFAULT_PACK
         self._agent_lookup = agent_lookup
@@ -106,6 +107,13 @@ class PolicyEngine:
         self._graphs: dict[tuple[Any, ...], Any] = {}
         self._bases: dict[tuple[str, str], Any] = {}
         self._scopes_json: dict[frozenset[str], str] = {}
+        #: Cedar's answers (satisfied policy ids, errors) by their whole question (see `_decide`)
+        self._answers: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+        self._evaluated: Any = None
+        self._reused: Any = None
+        if metrics is not None:
+            self._evaluated = metrics.child(metrics.policy_evaluations, "evaluated")
+            self._reused = metrics.child(metrics.policy_evaluations, "reused")
         self._second = -1
         self._time_pieces = ("0", "0")
 
@@ -130,6 +138,7 @@ class PolicyEngine:
             raise
         with self._lock:
             self._bundle = bundle
+            self._answers.clear()  # the old slices' answers would never be asked for again
             self.directory = target
             self.last_error = None
             self.loaded_at = self._clock()
@@ -205,7 +214,22 @@ class PolicyEngine:
             "context": context[0],
         }
         policies = sl.plain if context[1] else sl.policies
-        satisfied, errors = _evaluate(request, policies, self._graph(req, principal, level, sl.resource_attrs))
+        graph = self._graph(req, principal, level, sl.resource_attrs)
+        # Cedar's answer depends on the policies, the entities and the request alone, so an equal
+        # question gets the answer it got before: an assistant asks the same one again and again
+        # (the same tool, the same mailbox). The key holds the policy set and the pre-parsed graph
+        # themselves (a reloaded bundle, a changed agent or resource is another key) and the
+        # context text, which carries everything the slice reads: usage, time, approval.
+        key = (policies, graph, req.agent_id, req.action, req.resource.type, req.resource.id, context[0])
+        found = self._answers.get(key)
+        if found is None:
+            found = _evaluate(request, policies, graph)
+            if not found[1]:  # an answer with evaluation errors is never reused
+                _remember(self._answers, key, found)
+            self._count(evaluated=True)
+        else:
+            self._count(evaluated=False)
+        satisfied, errors = found
         errored = {p for p in map(_error_policy, errors) if p} if errors else set()
         forbids = sl.forbids
         if forbids.isdisjoint(satisfied):  # the usual answer: permits only
@@ -248,6 +272,11 @@ class PolicyEngine:
         blocking = [f for f in remaining if pol[f].obligation != "approval" or f in errored]
         why = tuple((pol[f].reason or f) if f not in errored else f"{f}: policy evaluation failed" for f in blocking)
         return Decision(new_id("dec"), Effect.DENY, tuple(blocking), why, tuple(remaining), None, bundle.hash)
+
+    def _count(self, *, evaluated: bool) -> None:
+        counter = self._evaluated if evaluated else self._reused
+        if counter is not None:
+            counter.inc()
 
     @staticmethod
     def _deny(pid: str, reason: str, bundle: str, *, default: bool = False) -> Decision:

@@ -446,3 +446,68 @@ def test_threads_share_the_pre_parsed_caches():
         t.join()
     assert len(seen) == 4 * 200 * len(cases)
     assert all(seen)
+
+
+def test_an_equal_question_reuses_cedars_answer_and_any_change_is_asked_again(tmp_path, monkeypatch):
+    """Cedar is asked once per distinct question; what the slice reads (usage), the resource's attributes and
+    a reloaded bundle each make a new question, and each new answer is the one Cedar gives."""
+    from tether.metrics import Metrics
+    from tether.policy import engine as engine_module
+
+    asked = []
+    evaluate = engine_module._evaluate
+    monkeypatch.setattr(engine_module, "_evaluate", lambda *a: asked.append(a) or evaluate(*a))
+    text = (
+        '@id("p")\npermit (principal, action, resource);\n'
+        '@id("budget")\n@obligation("approval")\n'
+        "forbid (principal, action, resource) when { context.task.usage.items >= 500 };\n"
+    )
+    metrics = Metrics()
+    e = PolicyEngine(
+        bundle_dir(tmp_path, text),
+        agent_lookup={"agt_a": AGENT}.get,
+        person_lookup=lambda i: (PERSON, frozenset()) if i == "per_p" else None,
+        metrics=metrics,
+    )
+    e.load()
+
+    first = e.decide(req("mail:read", usage={"items": 10}))
+    again = e.decide(req("mail:read", usage={"items": 10}))
+    assert (first.effect, again.effect) == (Effect.ALLOW, Effect.ALLOW)
+    assert again.policy_ids == first.policy_ids == ("p",)
+    assert again.id != first.id  # every decision is its own, with its own id
+    assert len(asked) == 1
+
+    over = e.decide(req("mail:read", usage={"items": 500}))
+    assert over.effect is Effect.APPROVAL_REQUIRED
+    assert over.policy_ids == ("budget",)
+    assert len(asked) == 2
+    assert e.decide(req("mail:read", usage={"items": 10}, sensitivity="confidential")).effect is Effect.ALLOW
+    assert len(asked) == 3
+
+    (tmp_path / "bundle" / "p.cedar").write_text('@id("p")\npermit (principal, action, resource) when { false };\n')
+    e.load()
+    assert e.decide(req("mail:read", usage={"items": 10})).effect is Effect.DENY
+    assert len(asked) == 4
+
+    def count(answer: str) -> float | None:
+        return metrics.registry.get_sample_value("tether_policy_evaluations_total", {"answer": answer})
+
+    assert (count("evaluated"), count("reused")) == (4.0, 1.0)
+
+
+def test_an_answer_with_evaluation_errors_is_asked_again_every_time(tmp_path, monkeypatch):
+    from tether.policy import engine as engine_module
+
+    asked = []
+    evaluate = engine_module._evaluate
+    monkeypatch.setattr(engine_module, "_evaluate", lambda *a: asked.append(a) or evaluate(*a))
+    text = (
+        '@id("p")\npermit (principal, action, resource);\n'
+        '@id("overflow")\nforbid (principal, action, resource)\n'
+        "when { context.request.size * 9223372036854775807 > 1 };\n"
+    )
+    e = engine(bundle_dir(tmp_path, text))
+    for _ in range(3):
+        assert e.decide(req("mail:read", facts={"size": 5})).effect is Effect.DENY
+    assert len(asked) == 3
