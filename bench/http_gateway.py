@@ -15,7 +15,9 @@ N processes on one port and one database, the way to use a second core).
 
 Added latency = proxied percentile − direct percentile at one client, from rounds in which direct
 and Tether requests alternate (the machine's speed drifts within a run; the cells, measured one
-after the other, are printed beside it as `added_p50_ms_cells`). CPU ms/req = CPU time
+after the other, are printed beside it as `added_p50_ms_cells`). The same rounds also ask, both
+ways, for a message never seen before on every request (`added_p50_ms_new_resource`): nothing
+about such a call can be reused by the gateway (the resource's entity graph, Cedar's answer). CPU ms/req = CPU time
 (user + system, from /proc) of the serving process and its children during the cell, per
 request: how much of the machine each path costs, steadier across runs than latency on a
 shared 2-core box. Prints a table, then as
@@ -50,6 +52,10 @@ from _ports import free_port
 from _proc import tree_cpu
 
 PATH = "/v1.0/users/alice@contoso.example/messages?$top=1"
+#: a message never seen before on every request (the simulator answers 404): nothing about the call can be
+#: reused — not the resource's entity graph, not Cedar's answer (`tether.policy.engine`)
+NEW_PATH = "/v1.0/users/alice@contoso.example/messages/bench-{n}"
+RUN = secrets.token_hex(4)
 FLOOR = "forwarder + fsync per call"
 TASKS = 100
 
@@ -237,27 +243,32 @@ def run_forwarder(kind: str, port: int, sim_base: str, secret: str, journal: str
 
 
 async def load(
-    url: str, headers_list: list[dict[str, str]], clients: int, seconds: float
+    url: str, headers_list: list[dict[str, str]], clients: int, seconds: float, ok: int = 200
 ) -> tuple[list[float], float, int]:
+    """Latencies (s), requests/s and answers other than `ok`; a `{n}` in `url` becomes a new number each request."""
     import aiohttp
 
     rotation = itertools.cycle(headers_list)
+    numbers = itertools.count()
+
+    def target() -> str:
+        return url.replace("{n}", f"{RUN}-{next(numbers)}") if "{n}" in url else url
 
     lat: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
         for _ in range(20):  # warm the pool and caches
-            async with s.get(url, headers=next(rotation)) as r:
+            async with s.get(target(), headers=next(rotation)) as r:
                 await r.read()
 
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                async with s.get(url, headers=next(rotation)) as r:
+                async with s.get(target(), headers=next(rotation)) as r:
                     await r.read()
-                    if r.status != 200:
+                    if r.status != ok:
                         errors += 1
                 lat.append(time.perf_counter() - t0)
 
@@ -384,11 +395,14 @@ def main() -> None:
             # (here by a third within a minute), and the cells above measure the two tens of seconds apart.
             # Their difference, pooled over the rounds, is the figure; the cells' difference is printed too.
             rounds, slice_s = (4, 0.6) if args.quick else (10, 0.8)
-            pair = [(n, f"http://127.0.0.1:{port}{path}", headers) for n, port, path, headers in targets
+            pair = [(n, f"http://127.0.0.1:{port}{path}", headers, 200) for n, port, path, headers in targets
                     if n in ("direct to simulator", "Tether /proxy (aiohttp)")]  # fmt: skip
+            # the same pair asking for a message never seen before each time (the simulator's 404 both ways)
+            pair += [(f"{name}, new message", url.replace(PATH, NEW_PATH), headers, 404)
+                     for name, url, headers, _ in pair]  # fmt: skip
             for r in range(rounds):
-                for name, url, headers in pair if r % 2 == 0 else pair[::-1]:
-                    lat, _, errors = asyncio.run(load(url, headers, 1, slice_s))
+                for name, url, headers, ok in pair if r % 2 == 0 else pair[::-1]:
+                    lat, _, errors = asyncio.run(load(url, headers, 1, slice_s / 2 if ok == 404 else slice_s, ok))
                     alternating.setdefault(name, []).extend(lat)
                     alternating_errors += errors
         finally:
@@ -421,8 +435,16 @@ def main() -> None:
         f" ms, p99 {added99:.3f} ms (the cells above, one after the other: {tether[1][0] - direct[0]:.3f} ms,"
         f" {tether[1][1] - direct[1]:.3f} ms)"
     )
+    d_new, t_new = alternating["direct to simulator, new message"], alternating["Tether /proxy (aiohttp), new message"]
+    new50, new99 = pct(t_new, 50) - pct(d_new, 50), pct(t_new, 99) - pct(d_new, 99)
+    print(
+        f"The same, asking for a message never seen before each time (nothing about the call is reused; the"
+        f" simulator answers 404; {len(d_new)} and {len(t_new)} requests): added p50 {new50:.3f} ms, p99 {new99:.3f} ms"
+    )
     figures = {
         "added_p50_ms": round(added50, 3),
+        "added_p50_ms_new_resource": round(new50, 3),
+        "added_p99_ms_new_resource": round(new99, 3),
         "added_p99_ms": round(added99, 3),
         "added_p50_ms_cells": round(tether[1][0] - direct[0], 3),
         "added_p99_ms_cells": round(tether[1][1] - direct[1], 3),
