@@ -511,3 +511,52 @@ def test_an_answer_with_evaluation_errors_is_asked_again_every_time(tmp_path, mo
     for _ in range(3):
         assert e.decide(req("mail:read", facts={"size": 5})).effect is Effect.DENY
     assert len(asked) == 3
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(TEMPLATES) - 1),
+            st.sampled_from(ACTIONS),
+            st.sampled_from(list(RESOURCE_TYPES)),
+            st.sampled_from(["read", "write", "share", "delete", "execute"]),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.sampled_from(ACTIONS),
+    st.sampled_from(list(RESOURCE_TYPES)),
+    st.lists(
+        st.tuples(
+            st.sampled_from(SENS[:2]),
+            st.integers(0, 3),
+            st.sampled_from([0, 500]),
+            st.booleans(),
+            st.booleans(),
+            st.sampled_from([frozenset(), frozenset({"p0", "p1", "p2"})]),
+        ),
+        min_size=2,
+        max_size=40,
+    ),
+)
+def test_reused_answers_agree_with_cedar_over_repeated_questions(tmp_path_factory, policies, action, rtype, sequence):
+    """One action on one resource asked again and again, with what the policies can read varying between the
+    calls (sensitivity, recipients, usage, app-only, break-glass, lifted forbids): every decision of the engine
+    that reuses Cedar's answers equals the reference's, which asks Cedar each time."""
+    text = "\n".join(
+        TEMPLATES[k].format(i=f"p{n}", a=a, t=t, g=g, n=num) for n, (k, a, t, g, num) in enumerate(policies)
+    )
+    d = tmp_path_factory.mktemp("rq")
+    (d / "p.cedar").write_text(text)
+    AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
+    e = engine(d)
+    for sens, ext, items, app_only, bg, lifted in sequence:
+        r = req(action, rtype=rtype, sensitivity=sens, facts={"external_recipients": ext, "app_only": app_only},
+                usage={"items": items})  # fmt: skip
+        a = e.decide(r, lifted_forbids=lifted, breakglass=bg)
+        b = unsliced(e, r, lifted, bg)
+        assert (a.effect, a.policy_ids, a.lifted) == (b.effect, b.policy_ids, b.lifted)
