@@ -214,16 +214,17 @@ class PolicyEngine:
             "context": context[0],
         }
         policies = sl.plain if context[1] else sl.policies
-        graph = self._graph(req, principal, level, sl.resource_attrs)
+        graph_key = self._graph_key(req, principal, level, sl.resource_attrs)
         # Cedar's answer depends on the policies, the entities and the request alone, so an equal
         # question gets the answer it got before: an assistant asks the same one again and again
-        # (the same tool, the same mailbox). The key holds the policy set and the pre-parsed graph
-        # themselves (a reloaded bundle, a changed agent or resource is another key) and the
-        # context text, which carries everything the slice reads: usage, time, approval.
-        key = (policies, graph, req.agent_id, req.action, req.resource.type, req.resource.id, context[0])
+        # (the same tool, the same mailbox). The key holds the policy set itself (a reloaded bundle
+        # is another key), the entities' content (a changed agent, sponsor or resource is another
+        # key; an answer keeps no graph alive) and the context text, which carries everything the
+        # slice reads: usage, time, approval.
+        key = (policies, graph_key, req.agent_id, req.action, req.resource.type, req.resource.id, context[0])
         found = self._answers.get(key)
         if found is None:
-            found = _evaluate(request, policies, graph)
+            found = _evaluate(request, policies, self._graph(graph_key, req, principal, level, sl.resource_attrs))
             if not found[1]:  # an answer with evaluation errors is never reused
                 _remember(self._answers, key, found)
             self._count(evaluated=True)
@@ -342,17 +343,28 @@ class PolicyEngine:
         pieces = {f"user_{k}": json.dumps(v) for k, v in ctx.items()}
         return User(ctx, status == "active", pieces, any("\\ud" in v for v in pieces.values()))
 
+    @staticmethod
+    def _graph_key(
+        req: DecisionRequest, principal: Principal, level: int, reads: frozenset[str] | None
+    ) -> tuple[Any, ...]:
+        """Everything the request's entities are built from: equal keys, equal entities."""
+        r = req.resource
+        extra = _tool_attrs(r) if r.type == "Tool" else ()
+        return (principal.entities_json, req.action, reads, r.type, r.id, r.system, level, r.sensitivity, r.owner,
+                extra)  # fmt: skip
+
     def _graph(
-        self, req: DecisionRequest, principal: Principal, level: int, reads: frozenset[str] | None = None
-    ) -> Any:
-        """The request's entities as a pre-parsed Cedar handle, built once per distinct content.
+        self, key: tuple[Any, ...], req: DecisionRequest, principal: Principal, level: int,
+        reads: frozenset[str] | None = None,
+    ) -> Any:  # fmt: skip
+        """The request's entities (`key`: their `_graph_key`) as a pre-parsed Cedar handle, built once per
+        distinct content.
 
         The resource carries only the attributes in `reads` (those the slice can read; None:
         all of them): Cedar parses each one it is given, and no policy can see the others.
         """
         r = req.resource
-        extra = _tool_attrs(r) if r.type == "Tool" else ()
-        key = (principal.entities_json, req.action, reads, r.type, r.id, r.system, level, r.sensitivity, r.owner, extra)
+        extra = key[-1]
         graph = self._graphs.get(key)
         if graph is None:
             base_key = (principal.entities_json, req.action)
