@@ -350,7 +350,12 @@ def _build_mcp_gateway(services: Services) -> None:
     import aiohttp
 
     from tether.credentials import Injection, Providers
+    from tether.errors import TetherError
     from tether.gateway.mcp import McpGateway, ServerSpec, load_config, mcp_router
+    from tether.gateway.mcp.upstream import UpstreamUnavailable
+    from tether.log import get_logger
+
+    log = get_logger("tether.gateway.mcp")
     from tether.store.gateway import SqlPinStore
 
     holder: dict[str, aiohttp.ClientSession] = {}
@@ -368,7 +373,13 @@ def _build_mcp_gateway(services: Services) -> None:
     async def headers(spec: ServerSpec, person_id: str, task_id: str) -> Mapping[str, str]:
         if not spec.credential:
             return {}
-        injected = await providers.get(spec.credential).inject(Injection(task_id=task_id, person_id=person_id))
+        try:
+            injected = await providers.get(spec.credential).inject(Injection(task_id=task_id, person_id=person_id))
+        except TetherError as exc:  # the server cannot be reached as this task: a tool error, the outcome on record
+            log.error("MCP upstream credential not available", server=spec.name, error=exc.code)
+            raise UpstreamUnavailable(
+                f"the gateway could not obtain its credential for MCP server {spec.name} ({exc.code})"
+            ) from None
         key = (spec.name, person_id, task_id)
         if key not in injected_secrets and len(injected_secrets) >= 10_000:
             injected_secrets.pop(next(iter(injected_secrets)))

@@ -95,6 +95,20 @@ class UpstreamFailed(TetherError):
     code, status, title = "upstream_failed", 502, "Upstream request failed"
 
 
+class CredentialUnavailable(TetherError):
+    """The credential to inject for an upstream is missing or unusable (a deployment's configuration)."""
+
+    code, status, title = "upstream_credential_unavailable", 502, "Upstream credential not available"
+
+
+def _unavailable(up: Upstream, exc: TetherError, *, own: bool = False) -> CredentialUnavailable:
+    """The error for a credential the vault does not hold or its provider cannot use: logged with its code for the
+    operator, answered without the credential's name."""
+    which = "label_credential" if own else "credential"
+    log.error("upstream credential not available", upstream=up.name, setting=which, error=exc.code)
+    return CredentialUnavailable(f"the gateway could not obtain its {which} for upstream {up.name}")
+
+
 class LeakBlocked(TetherError):
     code, status, title = "credential_leak_blocked", 502, "Response withheld: it contained an injected credential"
 
@@ -411,7 +425,10 @@ class HttpGateway:
         """Whether the injected credential is app-only (policy then confines the agent to its person's data)."""
         if up.credential is None or self.providers is None:
             return False
-        return bool(self.providers.get(up.credential).info.app_only)
+        try:
+            return bool(self.providers.get(up.credential).info.app_only)
+        except (NotFound, InvalidRequest) as exc:  # as in `_credentials`: the deployment's fault, not the caller's
+            raise _unavailable(up, exc) from None
 
     async def _label(self, ctx: Ctx, match: RouteMatch, params: dict[str, str]) -> str | None:
         """The upstream's sensitivity label of the resource, fetched with the gateway's own credential, cached."""
@@ -479,7 +496,10 @@ class HttpGateway:
         if self.providers is None or up.label_credential is None:
             return None
         try:
-            injected = await self.providers.get(up.label_credential).inject(Injection("gateway", "gateway"))
+            try:
+                injected = await self.providers.get(up.label_credential).inject(Injection("gateway", "gateway"))
+            except (NotFound, InvalidRequest) as exc:  # as for the injected credential (`_credentials`)
+                raise _unavailable(up, exc, own=True) from None
             async with self.session().get(
                 up.base_url + path, headers=injected.headers, allow_redirects=False, ssl=self._ssl.get(up.name, True),
                 timeout=aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect),
@@ -529,11 +549,18 @@ class HttpGateway:
 
     # ------------------------------------------------------------ forwarding
 
-    async def _inject(self, ctx: Ctx) -> tuple[dict[str, str], tuple[str, ...]]:
+    async def _credentials(self, ctx: Ctx) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The headers to inject for the upstream and the secrets they hold. A credential the vault does not
+        hold, or holds in a form its provider cannot use, is the deployment's fault, not the caller's: 502
+        without its name (logged for the operator); a refusal by the upstream's authorization server (502)
+        or a task without a subject token for on-behalf-of (403) pass as they are."""
         name = ctx.upstream.credential
         if name is None or self.providers is None:
             return {}, ()
-        injected = await self.providers.get(name).inject(Injection(ctx.token.task_id, ctx.token.person_id))
+        try:
+            injected = await self.providers.get(name).inject(Injection(ctx.token.task_id, ctx.token.person_id))
+        except (NotFound, InvalidRequest) as exc:
+            raise _unavailable(ctx.upstream, exc) from None
         return injected.headers, injected.secrets
 
     def _outgoing(self, ctx: Ctx, cred: Mapping[str, str], ctype: str | None) -> dict[str, str]:
@@ -556,12 +583,16 @@ class HttpGateway:
 
     async def _forward(self, ctx: Ctx, prep: Prepared, send: ASGISend) -> None:
         up = ctx.upstream
-        cred, secrets = await self._inject(ctx)
-        url = up.base_url + prep.path + (("?" + encode_query(prep.query)) if prep.query else "")
-        headers = self._outgoing(ctx, cred, None)
         enforcer = self._enforcer()
         outcome: dict[str, Any] = {"result": "error"}
         try:
+            try:
+                cred, secrets = await self._credentials(ctx)
+            except TetherError as exc:  # nothing was forwarded: the call's outcome says why, the client learns it
+                outcome = {"result": "credential_error", "error": exc.code}
+                raise
+            url = up.base_url + prep.path + (("?" + encode_query(prep.query)) if prep.query else "")
+            headers = self._outgoing(ctx, cred, None)
             resp_cm = self.session().request(
                 prep.method, url, headers=headers, data=prep.body if prep.body else None, allow_redirects=False,
                 ssl=self._ssl.get(up.name, True), timeout=self._timeout(up),
@@ -831,10 +862,14 @@ class HttpGateway:
             await send({"type": "http.response.body", "body": out})
             return
         fbody = json.dumps({"requests": forward}).encode()
-        cred, secrets = await self._inject(ctx)
         up = ctx.upstream
         outcome: dict[str, Any] = {"result": "error"}
         try:
+            try:
+                cred, secrets = await self._credentials(ctx)
+            except TetherError as exc:  # nothing was forwarded: every allowed inner call's outcome says why
+                outcome = {"result": "credential_error", "error": exc.code}
+                raise
             async with self.session().post(
                 up.base_url + encode_path(segments), data=fbody, allow_redirects=False,
                 headers=self._outgoing(ctx, cred, "application/json"), ssl=self._ssl.get(up.name, True),

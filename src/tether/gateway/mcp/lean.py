@@ -141,7 +141,7 @@ class LeanSession:
             async with self.http.post(self.url, data=dumps(msg), headers=await self._headers(),
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:  # fmt: skip
                 await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):  # a notification is best effort
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, UpstreamUnavailable):  # best effort
             return
 
     async def close(self) -> None:
@@ -150,7 +150,7 @@ class LeanSession:
                 async with self.http.delete(self.url, headers=await self._headers(),
                                             timeout=aiohttp.ClientTimeout(total=2)) as r:  # fmt: skip
                     await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError, UpstreamUnavailable):  # ending it is best effort
             pass
         finally:
             await self.http.close()
