@@ -354,9 +354,9 @@ def _build_mcp_gateway(services: Services) -> None:
     from tether.gateway.mcp import McpGateway, ServerSpec, load_config, mcp_router
     from tether.gateway.mcp.upstream import UpstreamUnavailable
     from tether.log import get_logger
+    from tether.store.gateway import SqlPinStore
 
     log = get_logger("tether.gateway.mcp")
-    from tether.store.gateway import SqlPinStore
 
     holder: dict[str, aiohttp.ClientSession] = {}
 
