@@ -145,10 +145,10 @@ CANARY = "canary-" + secrets.token_urlsafe(24)
 
 
 def world(tmp: Path, db_url: str, up: Upstream, policy: str = "", servers: dict[str, Any] | None = None,
-          **top: Any) -> Iterator[World]:  # fmt: skip
+          transport: str = "lean", **top: Any) -> Iterator[World]:  # fmt: skip
     """A gateway with the hostile server (credential: a static bearer holding CANARY) and `servers`; `top`:
     gateway settings."""
-    spec = {"url": up.url, "credential": "hostile-token", "timeout": 10, "transport": "lean"}
+    spec = {"url": up.url, "credential": "hostile-token", "timeout": 10, "transport": transport}
     every = {"hostile": spec, **(servers or {})}
     for w in build_world(tmp, db_url, servers=every, allow_all=True, extra_policy=policy, **top):
         w.services.extras["vault"].add("system", "hostile-token", "bearer", {"token": CANARY})
@@ -391,10 +391,13 @@ async def test_resource_uris_with_dot_segments_are_refused(tmp_path: Path, db_ur
         assert doc["result"]["contents"][0]["text"] == "hostile content for file:///pub/notes.txt"
 
 
-async def test_an_answer_past_the_cap_is_never_read_whole(tmp_path: Path, db_url: str, hostile: Upstream) -> None:
-    """A URL upstream's answer is read no further than the gateway's cap (plus its envelope): a larger one
-    is refused while it streams in, the call's outcome on record."""
-    for w in world(tmp_path, db_url, hostile, max_response_bytes=1024):
+@pytest.mark.parametrize("transport", ["lean", "sdk"])
+async def test_an_answer_past_the_cap_is_never_read_whole(
+    tmp_path: Path, db_url: str, hostile: Upstream, transport: str
+) -> None:
+    """A URL upstream's answer is read no further than the gateway's cap (plus its envelope), by either
+    transport: a larger one is refused while it streams in, the call's outcome on record."""
+    for w in world(tmp_path, db_url, hostile, transport=transport, max_response_bytes=1024):
         await w.pin_all()
         c = await Client(w).start()
         doc = await c.call("tools/call", {"name": "hostile__echo", "arguments": {"blob": "x" * 200_000}})

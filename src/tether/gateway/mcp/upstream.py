@@ -15,7 +15,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -53,6 +53,63 @@ class UpstreamError(TetherError):
         self.rpc_data = data
 
 
+class _CappedStream(httpx2.AsyncByteStream):
+    """An answer's body, refused (`AnswerTooLarge`) once it passes the cap: a JSON answer in total, a stream of
+    server-sent events per event (the bytes since the last blank line), so a long-lived stream of small
+    notifications lives on while no single message can grow past the cap in memory."""
+
+    def __init__(self, inner: Any, cap: int, sse: bool, overflow: Callable[[str], None]) -> None:
+        self._inner, self._cap, self._sse, self._overflow = inner, cap, sse, overflow
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        tail = b""
+        async for chunk in self._inner:
+            if self._sse:
+                joined = tail + chunk  # an event boundary may straddle two chunks
+                cut = max(joined.rfind(b"\n\n"), joined.rfind(b"\r\n\r\n"), joined.rfind(b"\r\r"))
+                seen = len(joined) - cut if cut >= 0 else seen + len(chunk)
+                tail = joined[-3:]
+            else:
+                seen += len(chunk)
+            if seen > self._cap:
+                why = f"the answer is larger than the gateway's cap of {self._cap} bytes"
+                self._overflow(why)
+                raise AnswerTooLarge(why)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AnswerTooLarge(Exception):
+    """An upstream's answer passed the gateway's cap while it was read (the SDK transport's session ends)."""
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """The SDK transport's HTTP client reads no answer further than `cap` bytes (see `_CappedStream`); an answer
+    that declares a larger length is refused before its body is read. `overflow` is told why."""
+
+    def __init__(self, cap: int, overflow: Callable[[str], None]) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self._cap, self._overflow = cap, overflow
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        sse = response.headers.get("content-type", "").lower().startswith("text/event-stream")
+        length = response.headers.get("content-length", "")
+        if not sse and length.isdigit() and int(length) > self._cap:
+            await response.aclose()
+            why = f"the answer is larger than the gateway's cap of {self._cap} bytes"
+            self._overflow(why)
+            raise AnswerTooLarge(why)
+        response.stream = _CappedStream(response.stream, self._cap, sse, self._overflow)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _InjectAuth(httpx2.Auth):
     """Adds the credential headers to every request, fetched fresh (tokens may be refreshed)."""
 
@@ -85,6 +142,7 @@ class UpstreamSession:
         self._task: asyncio.Task[None] | None = None
         self.dead = False
         self.lean: Any = None
+        self.overflow: str | None = None  # why the SDK transport's session ended on an answer past the cap
 
     async def start(self) -> None:
         if self.spec.transport == "lean":
@@ -132,7 +190,10 @@ class UpstreamSession:
 
                     auth = _InjectAuth(self.spec, self.key[1], self.key[2], self.headers) if self.headers else None
                     timeout = httpx2.Timeout(self.spec.timeout + 5, connect=self.spec.connect_timeout)
-                    client = await stack.enter_async_context(httpx2.AsyncClient(timeout=timeout, auth=auth))
+                    transport = _CappedTransport(self.max_answer, self._overflowed)
+                    client = await stack.enter_async_context(
+                        httpx2.AsyncClient(timeout=timeout, auth=auth, transport=transport)
+                    )
                     assert self.spec.url is not None
                     read, write = await stack.enter_async_context(
                         streamable_http_client(self.spec.url, http_client=client)
@@ -159,6 +220,14 @@ class UpstreamSession:
             self.dead = True
             if not self._ready.done():
                 self._ready.set_exception(UpstreamUnavailable(f"MCP server {self.spec.name} closed the session"))
+
+    def _overflowed(self, why: str) -> None:
+        self.overflow = why
+
+    def _gone(self, fallback: str) -> UpstreamUnavailable:
+        """The error for a call whose session ended: the cap's reason when an answer passed it."""
+        self.dead = True
+        return UpstreamUnavailable(f"MCP server {self.spec.name}: {self.overflow}" if self.overflow else fallback)
 
     async def _message(self, message: Any) -> None:
         if self.on_notification is None or isinstance(message, Exception):
@@ -205,13 +274,11 @@ class UpstreamSession:
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
                 raise UpstreamUnavailable(f"MCP server {self.spec.name} did not answer within {limit:g} s") from None
-            if exc.code == types.CONNECTION_CLOSED:
-                self.dead = True
-                raise UpstreamUnavailable(f"MCP server {self.spec.name} closed the connection") from None
+            if exc.code == types.CONNECTION_CLOSED or self.overflow:
+                raise self._gone(f"MCP server {self.spec.name} closed the connection") from None
             raise UpstreamError(exc.code, exc.error.message, exc.error.data) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
-            self.dead = True
-            raise UpstreamUnavailable(f"MCP server {self.spec.name} went away: {_describe(exc)}") from None
+            raise self._gone(f"MCP server {self.spec.name} went away: {_describe(exc)}") from None
         finally:
             self.inflight -= 1
             self.last_used = time.monotonic()
