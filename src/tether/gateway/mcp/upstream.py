@@ -86,28 +86,21 @@ class AnswerTooLarge(Exception):
     """An upstream's answer passed the gateway's cap while it was read (the SDK transport's session ends)."""
 
 
-class _CappedTransport(httpx2.AsyncBaseTransport):
-    """The SDK transport's HTTP client reads no answer further than `cap` bytes (see `_CappedStream`); an answer
-    that declares a larger length is refused before its body is read. `overflow` is told why."""
+def _capped(cap: int, overflow: Callable[[str], None]) -> Callable[[httpx2.Response], Awaitable[None]]:
+    """A response hook for the SDK transport's HTTP client: an answer that declares a length over `cap` is refused
+    before its body is read, any other is read through `_CappedStream`; `overflow` is told why. A hook rather than
+    a transport, so answers through a proxy mounted from the environment are capped too."""
 
-    def __init__(self, cap: int, overflow: Callable[[str], None]) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
-        self._cap, self._overflow = cap, overflow
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._inner.handle_async_request(request)
+    async def hook(response: httpx2.Response) -> None:
         sse = response.headers.get("content-type", "").lower().startswith("text/event-stream")
         length = response.headers.get("content-length", "")
-        if not sse and length.isdigit() and int(length) > self._cap:
-            await response.aclose()
-            why = f"the answer is larger than the gateway's cap of {self._cap} bytes"
-            self._overflow(why)
+        if not sse and length.isdigit() and int(length) > cap:
+            why = f"the answer is larger than the gateway's cap of {cap} bytes"
+            overflow(why)
             raise AnswerTooLarge(why)
-        response.stream = _CappedStream(response.stream, self._cap, sse, self._overflow)
-        return response
+        response.stream = _CappedStream(response.stream, cap, sse, overflow)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    return hook
 
 
 class _InjectAuth(httpx2.Auth):
@@ -190,9 +183,9 @@ class UpstreamSession:
 
                     auth = _InjectAuth(self.spec, self.key[1], self.key[2], self.headers) if self.headers else None
                     timeout = httpx2.Timeout(self.spec.timeout + 5, connect=self.spec.connect_timeout)
-                    transport = _CappedTransport(self.max_answer, self._overflowed)
+                    hooks = {"response": [_capped(self.max_answer, self._overflowed)]}
                     client = await stack.enter_async_context(
-                        httpx2.AsyncClient(timeout=timeout, auth=auth, transport=transport)
+                        httpx2.AsyncClient(timeout=timeout, auth=auth, event_hooks=hooks)
                     )
                     assert self.spec.url is not None
                     read, write = await stack.enter_async_context(
