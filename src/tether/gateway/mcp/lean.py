@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from tether.gateway.mcp.config import ServerSpec
-from tether.gateway.mcp.upstream import HeaderSource, UpstreamError, UpstreamUnavailable
+from tether.gateway.mcp.upstream import AnswerTooLarge, HeaderSource, UpstreamError, UpstreamUnavailable
 from tether.gateway.mcp.wire import dumps, loads
 
 PROTOCOL = "2025-11-25"
@@ -102,14 +102,14 @@ class LeanSession:
         length = r.content_length
         if length is not None:  # the usual answer: its length is known (and aiohttp reads no more than it)
             if length > self.max_answer:
-                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
+                raise AnswerTooLarge(self.max_answer)
             return await r.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in r.content.iter_any():
             size += len(chunk)
             if size > self.max_answer:
-                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
+                raise AnswerTooLarge(self.max_answer)
             chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -119,7 +119,7 @@ class LeanSession:
         async for raw in r.content:
             size += len(raw)
             if size > self.max_answer:
-                raise _TooLarge(f"the answer is larger than the gateway's cap of {self.max_answer} bytes")
+                raise AnswerTooLarge(self.max_answer)
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if line.startswith("data:"):
                 data.append(line[5:].lstrip())
@@ -154,10 +154,6 @@ class LeanSession:
             pass
         finally:
             await self.http.close()
-
-
-class _TooLarge(ValueError):
-    """An answer past the cap (a ValueError: reported as the server being unavailable for this call)."""
 
 
 __all__ = ["LeanSession"]

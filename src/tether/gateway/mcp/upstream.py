@@ -73,17 +73,26 @@ class _CappedStream(httpx2.AsyncByteStream):
             else:
                 seen += len(chunk)
             if seen > self._cap:
-                why = f"the answer is larger than the gateway's cap of {self._cap} bytes"
-                self._overflow(why)
-                raise AnswerTooLarge(why)
+                raise _too_large(self._cap, self._overflow)
             yield chunk
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
-class AnswerTooLarge(Exception):
-    """An upstream's answer passed the gateway's cap while it was read (the SDK transport's session ends)."""
+class AnswerTooLarge(ValueError):
+    """An upstream's answer passed the gateway's cap while it was read (a ValueError: the lean transport reports
+    the server unavailable for the call; the SDK transport's session ends)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the answer is larger than the gateway's cap of {cap} bytes")
+
+
+def _too_large(cap: int, overflow: Callable[[str], None]) -> AnswerTooLarge:
+    """The error for an answer past `cap`, `overflow` told why."""
+    exc = AnswerTooLarge(cap)
+    overflow(str(exc))
+    return exc
 
 
 def _capped(cap: int, overflow: Callable[[str], None]) -> Callable[[httpx2.Response], Awaitable[None]]:
@@ -95,9 +104,7 @@ def _capped(cap: int, overflow: Callable[[str], None]) -> Callable[[httpx2.Respo
         sse = response.headers.get("content-type", "").lower().startswith("text/event-stream")
         length = response.headers.get("content-length", "")
         if not sse and length.isdigit() and int(length) > cap:
-            why = f"the answer is larger than the gateway's cap of {cap} bytes"
-            overflow(why)
-            raise AnswerTooLarge(why)
+            raise _too_large(cap, overflow)
         response.stream = _CappedStream(response.stream, cap, sse, overflow)
 
     return hook
