@@ -230,32 +230,41 @@ TEMPLATES = [
 ]
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, len(TEMPLATES) - 1),
-            st.sampled_from(ACTIONS),
-            st.sampled_from(list(RESOURCE_TYPES)),
-            st.sampled_from(["read", "write", "share", "delete", "execute"]),
-            st.integers(0, 3),
-        ),
-        min_size=1,
-        max_size=25,
+#: a random bundle: (template, action, resource type, action group, number) for each of its policies
+bundles = st.lists(
+    st.tuples(
+        st.integers(0, len(TEMPLATES) - 1),
+        st.sampled_from(ACTIONS),
+        st.sampled_from(list(RESOURCE_TYPES)),
+        st.sampled_from(["read", "write", "share", "delete", "execute"]),
+        st.integers(0, 3),
     ),
-    st.lists(requests, min_size=1, max_size=8),
+    min_size=1,
+    max_size=25,
 )
-def test_sliced_and_unsliced_decisions_agree_on_random_bundles(tmp_path_factory, policies, cases):
-    """For a random bundle and random requests, slicing never changes a decision."""
+
+
+def random_bundle(tmp_path_factory, policies) -> Path:  # type: ignore[no-untyped-def]
+    """A directory holding the bundle `policies` (drawn from `bundles`) describe."""
     text = "\n".join(
         TEMPLATES[k].format(i=f"p{n}", a=a, t=t, g=g, n=num) for n, (k, a, t, g, num) in enumerate(policies)
     )
     d = tmp_path_factory.mktemp("rb")
     (d / "p.cedar").write_text(text)
+    return d
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    bundles,
+    st.lists(requests, min_size=1, max_size=8),
+)
+def test_sliced_and_unsliced_decisions_agree_on_random_bundles(tmp_path_factory, policies, cases):
+    """For a random bundle and random requests, slicing never changes a decision."""
     AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
-    e = engine(d)
+    e = engine(random_bundle(tmp_path_factory, policies))
     for r, _mode, _overdue, lifted, bg in cases:
         a = e.decide(r, lifted_forbids=lifted, breakglass=bg)
         b = unsliced(e, r, lifted, bg)
@@ -517,17 +526,7 @@ def test_an_answer_with_evaluation_errors_is_asked_again_every_time(tmp_path, mo
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(
-    st.lists(
-        st.tuples(
-            st.integers(0, len(TEMPLATES) - 1),
-            st.sampled_from(ACTIONS),
-            st.sampled_from(list(RESOURCE_TYPES)),
-            st.sampled_from(["read", "write", "share", "delete", "execute"]),
-            st.integers(0, 3),
-        ),
-        min_size=1,
-        max_size=25,
-    ),
+    bundles,
     st.sampled_from(ACTIONS),
     st.sampled_from(list(RESOURCE_TYPES)),
     st.lists(
@@ -547,13 +546,8 @@ def test_reused_answers_agree_with_cedar_over_repeated_questions(tmp_path_factor
     """One action on one resource asked again and again, with what the policies can read varying between the
     calls (sensitivity, recipients, usage, app-only, break-glass, lifted forbids): every decision of the engine
     that reuses Cedar's answers equals the reference's, which asks Cedar each time."""
-    text = "\n".join(
-        TEMPLATES[k].format(i=f"p{n}", a=a, t=t, g=g, n=num) for n, (k, a, t, g, num) in enumerate(policies)
-    )
-    d = tmp_path_factory.mktemp("rq")
-    (d / "p.cedar").write_text(text)
     AGENT.mode, AGENT.review_due = "executing", date.today() + timedelta(days=9)
-    e = engine(d)
+    e = engine(random_bundle(tmp_path_factory, policies))
     for sens, ext, items, app_only, bg, lifted in sequence:
         r = req(action, rtype=rtype, sensitivity=sens, facts={"external_recipients": ext, "app_only": app_only},
                 usage={"items": items})  # fmt: skip
