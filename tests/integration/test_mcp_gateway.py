@@ -672,12 +672,10 @@ uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]
 '''
 
 
-@pytest.mark.parametrize("transport", ["sdk", "lean"])
-async def test_an_answer_holding_the_injected_credential_is_withheld_and_recorded(
-    tmp_path: Path, db_url: str, transport: str
-) -> None:
-    """A URL upstream that reflects the credential the gateway injected: the agent gets a tool error, not the
-    secret; credential.leak_blocked is recorded; an answer without it passes."""
+@asynccontextmanager
+async def echo_auth_world(tmp_path: Path, db_url: str, transport: str) -> AsyncIterator[tuple[World, str]]:
+    """A gateway in front of ECHO_AUTH over `transport`, reached with the vault's `echo-token` (a bearer holding a
+    fresh canary), its tools pinned: (the world, the canary)."""
     import secrets
 
     canary = "canary-" + secrets.token_urlsafe(24)
@@ -688,22 +686,32 @@ async def test_an_answer_holding_the_injected_credential_is_withheld_and_recorde
         for w in build_world(tmp_path, db_url, servers=servers, allow_all=True):
             w.services.extras["vault"].add("system", "echo-token", "bearer", {"token": canary})
             await w.pin_all()
-            async with client(w) as s:
-                fine = await s.call_tool("echo__hello", {})
-                assert not fine.is_error
-                assert text_of(fine) == "hello"
-                r = await s.call_tool("echo__whoami", {})
-                assert r.is_error
-                assert canary not in text_of(r)
-                assert "withheld" in text_of(r)
-                assert meta_of(r)["reason"] == "credential_leak_blocked"
-            blocked = w.events("credential.leak_blocked")
-            assert len(blocked) == 1
-            assert blocked[0]["detail"]["upstream"] == "echo"
-            assert canary not in json.dumps(blocked)
+            yield w, canary
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("transport", ["sdk", "lean"])
+async def test_an_answer_holding_the_injected_credential_is_withheld_and_recorded(
+    tmp_path: Path, db_url: str, transport: str
+) -> None:
+    """A URL upstream that reflects the credential the gateway injected: the agent gets a tool error, not the
+    secret; credential.leak_blocked is recorded; an answer without it passes."""
+    async with echo_auth_world(tmp_path, db_url, transport) as (w, canary):
+        async with client(w) as s:
+            fine = await s.call_tool("echo__hello", {})
+            assert not fine.is_error
+            assert text_of(fine) == "hello"
+            r = await s.call_tool("echo__whoami", {})
+            assert r.is_error
+            assert canary not in text_of(r)
+            assert "withheld" in text_of(r)
+            assert meta_of(r)["reason"] == "credential_leak_blocked"
+        blocked = w.events("credential.leak_blocked")
+        assert len(blocked) == 1
+        assert blocked[0]["detail"]["upstream"] == "echo"
+        assert canary not in json.dumps(blocked)
 
 
 @pytest.mark.parametrize("transport", ["sdk", "lean"])
@@ -713,32 +721,20 @@ async def test_a_credential_gone_from_the_vault_is_a_tool_error_and_the_allowed_
     """The credential a URL upstream is reached with is removed while sessions are open: the next allowed call
     is a tool error naming the server (no credential name, no protocol error), and its outcome is on record —
     before, the provider's error escaped the call and the allowed decision had no outcome until a restart."""
-    import secrets
-
-    canary = "canary-" + secrets.token_urlsafe(24)
-    proc, port = await start_server(tmp_path / "echo_auth.py", ECHO_AUTH)
-    try:
-        servers = {"echo": {"url": f"http://127.0.0.1:{port}/mcp", "credential": "echo-token", "timeout": 10,
-                            "transport": transport}}  # fmt: skip
-        for w in build_world(tmp_path, db_url, servers=servers, allow_all=True):
-            w.services.extras["vault"].add("system", "echo-token", "bearer", {"token": canary})
-            await w.pin_all()
-            async with client(w) as s:
-                assert text_of(await s.call_tool("echo__hello", {})) == "hello"
-                assert w.services.extras["vault"].remove("echo-token")
-                r = await s.call_tool("echo__hello", {})
-                assert r.is_error
-                assert "MCP server echo" in text_of(r)
-                assert "echo-token" not in text_of(r)
-                if transport == "lean":  # the SDK's transport reports its session as closed by the failure
-                    assert "could not obtain its credential for MCP server echo" in text_of(r)
-            allowed = [e["id"] for e in w.events("policy.decided") if e["decision"] == "allow"]
-            assert len(allowed) == 2
-            outcome = {e["parent_id"]: e["outcome"] for e in w.events("tool.completed")}
-            assert outcome[allowed[1]]["status"] == "unavailable"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    async with echo_auth_world(tmp_path, db_url, transport) as (w, _canary):
+        async with client(w) as s:
+            assert text_of(await s.call_tool("echo__hello", {})) == "hello"
+            assert w.services.extras["vault"].remove("echo-token")
+            r = await s.call_tool("echo__hello", {})
+            assert r.is_error
+            assert "MCP server echo" in text_of(r)
+            assert "echo-token" not in text_of(r)
+            if transport == "lean":  # the SDK's transport reports its session as closed by the failure
+                assert "could not obtain its credential for MCP server echo" in text_of(r)
+        allowed = [e["id"] for e in w.events("policy.decided") if e["decision"] == "allow"]
+        assert len(allowed) == 2
+        outcome = {e["parent_id"]: e["outcome"] for e in w.events("tool.completed")}
+        assert outcome[allowed[1]]["status"] == "unavailable"
 
 
 MIRROR = '''
