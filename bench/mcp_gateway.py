@@ -17,6 +17,11 @@ landed, this script supplies an allow-all decision and a group-commit writer to 
 Tether runs twice: as one process (latency and calls/s), and as `tether serve --workers N`
 (default 2, this machine's cores; calls/s), each on a database of its own.
 
+The interleaved blocks also time the "least durable gateway" (`least_gateway_added_p50_ms`, see
+`run_least`): served as Tether is, every lookup a dict, a call's three events chained and committed
+with fsync before an aiohttp forward — what a call costs once everything Tether decides and checks
+costs nothing, so Tether's own work is its difference to that.
+
 Last line: JSON with added_p50_ms, added_p99_ms, calls_per_s_32 (and the rest).
 
 `--contextforge VENV` (or TETHER_BENCH_CONTEXTFORGE=VENV) adds a fourth process: IBM's
@@ -206,6 +211,105 @@ def run_tether(workdir: Path, port: int, upstream: str, workers: int = 1) -> Non
     uvicorn.run(
         app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http=HttpProtocol
     )
+
+
+# ---------------------------------------------------------------- child: the least durable gateway
+
+
+def run_least(port: int, upstream: str, token: str, journal: str) -> None:
+    """The least an MCP gateway keeping Tether's contract can do, with every lookup a dict: the bearer token
+    compared, the JSON-RPC body parsed, a `tools/call`'s namespaced tool name looked up and rewritten, its
+    `tool.requested` and `policy.decided` events — with the previous call's `tool.completed`, as Tether's lazy
+    outcomes ride — chained (sorted-key JSON, SHA-256 over the previous hash and the body) and committed in one
+    SQLite transaction (WAL, synchronous=FULL) on the event loop before the forward; every message relayed to
+    the upstream with aiohttp (its session header passed both ways) and the answer returned as it came. No
+    verification, catalog, policy, pins, sealing or scan: what is left of a call once those cost nothing.
+    Served as Tether is (uvicorn, Tether's HTTP protocol)."""
+    import hashlib
+    import sqlite3
+
+    import aiohttp
+    import orjson
+    import uvicorn
+
+    from tether.api.http_protocol import HttpProtocol
+
+    state: dict[str, Any] = {"seq": 0, "prev": "0" * 64, "n": 0, "pending": []}
+    bearer = f"Bearer {token}".encode()
+    tools = {"echo__echo": "echo"}
+    passed = (b"content-type", b"accept", b"mcp-session-id", b"mcp-protocol-version")
+    insert = "INSERT INTO events (seq, id, type, body, prev_hash, hash) VALUES "
+
+    def commit(events: list[dict[str, Any]]) -> None:
+        seq, prev, rows = state["seq"], state["prev"], []
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        for ev in events:
+            seq += 1
+            body = orjson.dumps({**ev, "seq": seq, "ts": now, "prev_hash": prev, "v": 1}, option=orjson.OPT_SORT_KEYS)
+            digest = hashlib.sha256(prev.encode() + body).hexdigest()
+            rows += (seq, ev["id"], ev["type"], body.decode(), prev, digest)
+            prev = digest
+        db = state["db"]
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(insert + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(events)), rows)
+        db.execute("COMMIT")
+        state["seq"], state["prev"] = seq, prev
+
+    async def reply(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    db = state["db"] = sqlite3.connect(journal, isolation_level=None)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=FULL")
+                    db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, "
+                               "type TEXT, body TEXT, prev_hash TEXT, hash TEXT)")  # fmt: skip
+                    state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        headers = dict(scope["headers"])
+        if headers.get(b"authorization") != bearer:
+            await reply(send, 401, [], b"")
+            return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        msg = orjson.loads(body)
+        if msg.get("method") == "tools/call":
+            name = msg["params"]["name"]
+            msg["params"]["name"] = tools[name]
+            body = orjson.dumps(msg)
+            state["n"] += 1
+            n = state["n"]
+            events = [*state["pending"],
+                      {"id": f"evt_{n}_r", "type": "tool.requested", "action": "mcp:call",
+                       "resource": {"type": "Tool", "id": name}},
+                      {"id": f"evt_{n}_d", "type": "policy.decided", "decision": "allow", "parent_id": f"evt_{n}_r"}]  # fmt: skip
+            state["pending"] = []
+            commit(events)
+        out = {k.decode(): v.decode() for k, v in headers.items() if k in passed}
+        async with state["c"].post(upstream, data=body, headers=out) as r:
+            answer, status = await r.read(), r.status
+            back = [(k.lower().encode(), v.encode()) for k, v in r.headers.items()
+                    if k.lower() in ("content-type", "mcp-session-id")]  # fmt: skip
+        await reply(send, status, back, answer)
+        if msg.get("method") == "tools/call":
+            state["pending"].append({"id": f"evt_{n}_c", "type": "tool.completed", "parent_id": f"evt_{n}_d",
+                                     "outcome": {"status": status, "bytes": len(answer)}})  # fmt: skip
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
+                http=HttpProtocol)  # fmt: skip
 
 
 # ---------------------------------------------------------------- optional: ContextForge, same upstream
@@ -436,6 +540,7 @@ async def measure(
     cf: dict[str, Any] | None,
     multi: tuple[str, str] | None,
     pids: tuple[int | None, int | None] = (None, None),
+    least_url: str | None = None,
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -454,6 +559,9 @@ async def measure(
         d, g = await make_direct(), await make_gw()
         await timed(d, "echo", 50)
         await timed(g, "echo__echo", 50)
+        least_client = await maker(least_url, token)() if least_url else None
+        if least_client is not None:
+            await timed(least_client, "echo__echo", 50)
         cf_error = ""
         if cf:  # ContextForge: same client, its virtual server's URL and its name for the tool
             make_cf = maker(cf["url"], cf["token"])
@@ -466,9 +574,12 @@ async def measure(
         direct: list[float] = []
         gateway: list[float] = []
         contextforge: list[float] = []
+        least: list[float] = []
         for _ in range(blocks):
             direct += await timed(d, "echo", per)
             gateway += await timed(g, "echo__echo", per)
+            if least_client is not None:
+                least += await timed(least_client, "echo__echo", per // 2)
             if cf and not cf_error:
                 try:
                     contextforge += await timed(c, cf["tool"], per)
@@ -481,6 +592,8 @@ async def measure(
             "calls_per_s_1": await throughput(make_gw, "echo__echo", 1, secs),
             "direct_calls_per_s_1": await throughput(make_direct, "echo", 1, secs),
         }  # fmt: skip
+        if least:
+            res |= {"least_p50_ms": statistics.median(least), "least_p99_ms": pct(least, 0.99)}
         if cf_error:
             res["contextforge_error"] = cf_error[:300]
         elif cf:
@@ -567,7 +680,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes of the multi-process Tether (0: skip it)")
     ap.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--tether", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--least", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.least:
+        run_least(int(a.least[0]), a.least[1], a.least[2], a.least[3])
+        return
     if a.echo:
         run_echo(a.echo)
         return
@@ -594,6 +711,10 @@ def main() -> None:
             procs.append(subprocess.Popen([sys.executable, __file__, "--tether", tmp, str(tp), upstream, "1"], env=env))
             wait_port(tp, procs[-1])
             token = (Path(tmp) / "token").read_text()
+            lp = free_port()
+            procs.append(subprocess.Popen([sys.executable, __file__, "--least", str(lp), upstream, token,
+                                           str(Path(tmp) / "least.db")], env=env))  # fmt: skip
+            wait_port(lp, procs[-1])
             multi: tuple[str, str] | None = None
             if a.workers > 1:
                 mp_dir, mport = Path(tmp) / "workers", free_port()
@@ -616,8 +737,9 @@ def main() -> None:
                     print(f"ContextForge {cf_status}", file=sys.stderr)
                     stop(procs[n:])
                     del procs[n:]
-            pids = (procs[1].pid, procs[2].pid if multi else None)
-            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf, multi, pids))
+            pids = (procs[1].pid, procs[3].pid if multi else None)
+            r = asyncio.run(measure(upstream, f"http://127.0.0.1:{tp}/mcp", token, a.quick, cf, multi, pids,
+                                    least_url=f"http://127.0.0.1:{lp}/mcp"))  # fmt: skip
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
@@ -647,6 +769,12 @@ def main() -> None:
         print(f"{f'{a.workers} workers':<{w}} {'':>8} {'':>8} {'':>12} {r['workers_calls_per_s_32']:>13.0f}")
     print(f"added: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; gateway/direct throughput at c=32: "
           f"{r['calls_per_s_32'] / r['direct_calls_per_s_32']:.2f}")  # fmt: skip
+    least50 = r["least_p50_ms"] - r["direct_p50_ms"] if "least_p50_ms" in r else None
+    if least50 is not None:
+        print(f"the least durable gateway in the same blocks (every lookup a dict; a call's three events chained and "
+              f"committed with fsync before an aiohttp forward): added p50 {least50:+.2f} ms, p99 "
+              f"{r['least_p99_ms'] - r['direct_p99_ms']:+.2f} ms — Tether's own work is the difference, "
+              f"{added50 - least50:.2f} ms")  # fmt: skip
     if r.get("cpu_ms_per_call_32") is not None:
         print(f"gateway CPU per call at c=32 (its process and children, /proc): {r['cpu_ms_per_call_32']:.3f} ms"
               + (f"; {a.workers} workers: {r['cpu_ms_per_call_32_workers']:.3f} ms"
@@ -659,6 +787,7 @@ def main() -> None:
                "calls_per_s_1": round(r["calls_per_s_1"], 1),
                "cpu_ms_per_call_32": r.get("cpu_ms_per_call_32"),
                "cpu_ms_per_call_32_workers": r.get("cpu_ms_per_call_32_workers"),
+               "least_gateway_added_p50_ms": round(least50, 3) if least50 is not None else None,
                **{k: round(v, 3) for k, v in r.items() if k.startswith("direct") or k.startswith("gateway")}}  # fmt: skip
     if cf:
         cf50 = r["contextforge_p50_ms"] - r["direct_p50_ms"]
