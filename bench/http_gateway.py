@@ -238,37 +238,17 @@ def _forwarder(kind: str, sim_base: str, token: str, journal: str | None = None)
 
 def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) -> Any:
     """The least a gateway that keeps Tether's contract can do, with every lookup a dict: the caller's token
-    looked up (401 if unknown), the route and the decision looked up, then the call's `tool.requested` and
-    `policy.decided` events — with the previous call's `tool.completed`, as Tether's lazy outcomes ride — chained
-    (sorted-key JSON, SHA-256 over the previous hash and the body) and committed in one SQLite transaction
-    (WAL, synchronous=FULL) on the event loop before the forward; aiohttp to the upstream, the credential
-    injected; the answer relayed whole. No verification, policy, sealing, scan or rewriting: what is left of
+    looked up (401 if unknown), the route and the decision looked up, the call's events chained and committed
+    with fsync before the forward (`_least.DurableChain`), aiohttp to the upstream with the credential
+    injected, the answer relayed whole. No verification, policy, sealing, scan or rewriting: what is left of
     a call once those cost nothing. Served as Tether is (uvicorn, Tether's HTTP protocol).
     """
-    import sqlite3
+    from _least import DurableChain
 
-    import orjson
-
-    state: dict[str, Any] = {"seq": 0, "prev": "0" * 64, "n": 0, "pending": []}
+    state: dict[str, Any] = {}
     tasks = {("Bearer " + b).encode(): f"tsk_{i}" for i, b in enumerate(bearers)}
     actions = {"/v1.0/users/alice@contoso.example/messages": "mail:read"}
     answers = {(task, "mail:read"): "allow" for task in tasks.values()}
-    insert = "INSERT INTO events (seq, id, type, body, prev_hash, hash) VALUES "
-
-    def commit(events: list[dict[str, Any]]) -> None:
-        seq, prev, rows = state["seq"], state["prev"], []
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-        for ev in events:
-            seq += 1
-            body = orjson.dumps({**ev, "seq": seq, "ts": now, "prev_hash": prev, "v": 1}, option=orjson.OPT_SORT_KEYS)
-            digest = hashlib.sha256(prev.encode() + body).hexdigest()
-            rows += (seq, ev["id"], ev["type"], body.decode(), prev, digest)
-            prev = digest
-        db = state["db"]
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(insert + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(events)), rows)
-        db.execute("COMMIT")
-        state["seq"], state["prev"] = seq, prev
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -277,11 +257,7 @@ def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) 
                 if m["type"] == "lifespan.startup":
                     import aiohttp
 
-                    db = state["db"] = sqlite3.connect(journal, isolation_level=None)
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("PRAGMA synchronous=FULL")
-                    db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, "
-                               "type TEXT, body TEXT, prev_hash TEXT, hash TEXT)")  # fmt: skip
+                    state["chain"] = DurableChain(journal)
                     state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
                     await send({"type": "lifespan.startup.complete"})
                 else:
@@ -294,23 +270,15 @@ def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) 
             return
         path = scope["path"].removeprefix("/proxy/m365")
         action = actions.get(path.rsplit("/", 1)[0] if path.count("/") > 4 else path)
-        state["n"] += 1
-        n = state["n"]
-        events = [*state["pending"],
-                  {"id": f"evt_{n}_r", "type": "tool.requested", "task_id": task, "action": action,
-                   "resource": {"type": "Message", "id": path}},
-                  {"id": f"evt_{n}_d", "type": "policy.decided", "task_id": task,
-                   "decision": answers.get((task, action), "deny"), "parent_id": f"evt_{n}_r"}]  # fmt: skip
-        state["pending"] = []
-        commit(events)
+        chain = state["chain"]
+        decided = chain.decide(task, action, {"type": "Message", "id": path}, answers.get((task, action), "deny"))
         url = sim_base + path + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
         async with state["c"].get(url, headers={"Authorization": "Bearer " + token}) as r:
             body, status = await r.read(), r.status
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
-        state["pending"].append({"id": f"evt_{n}_c", "type": "tool.completed", "task_id": task,
-                                 "parent_id": f"evt_{n}_d", "outcome": {"status": status, "bytes": len(body)}})  # fmt: skip
+        chain.completed(task, decided, {"status": status, "bytes": len(body)})
 
     return app
 

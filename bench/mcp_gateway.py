@@ -219,41 +219,21 @@ def run_tether(workdir: Path, port: int, upstream: str, workers: int = 1) -> Non
 def run_least(port: int, upstream: str, token: str, journal: str) -> None:
     """The least an MCP gateway keeping Tether's contract can do, with every lookup a dict: the bearer token
     compared, the JSON-RPC body parsed, a `tools/call`'s namespaced tool name looked up and rewritten, its
-    `tool.requested` and `policy.decided` events — with the previous call's `tool.completed`, as Tether's lazy
-    outcomes ride — chained (sorted-key JSON, SHA-256 over the previous hash and the body) and committed in one
-    SQLite transaction (WAL, synchronous=FULL) on the event loop before the forward; every message relayed to
-    the upstream with aiohttp (its session header passed both ways) and the answer returned as it came. No
-    verification, catalog, policy, pins, sealing or scan: what is left of a call once those cost nothing.
+    events chained and committed with fsync before the forward (`_least.DurableChain`), every message relayed
+    to the upstream with aiohttp (its session header passed both ways) and the answer returned as it came.
+    No verification, catalog, policy, pins, sealing or scan: what is left of a call once those cost nothing.
     Served as Tether is (uvicorn, Tether's HTTP protocol)."""
-    import hashlib
-    import sqlite3
-
     import aiohttp
     import orjson
     import uvicorn
 
+    from _least import DurableChain
     from tether.api.http_protocol import HttpProtocol
 
-    state: dict[str, Any] = {"seq": 0, "prev": "0" * 64, "n": 0, "pending": []}
+    state: dict[str, Any] = {}
     bearer = f"Bearer {token}".encode()
     tools = {"echo__echo": "echo"}
     passed = (b"content-type", b"accept", b"mcp-session-id", b"mcp-protocol-version")
-    insert = "INSERT INTO events (seq, id, type, body, prev_hash, hash) VALUES "
-
-    def commit(events: list[dict[str, Any]]) -> None:
-        seq, prev, rows = state["seq"], state["prev"], []
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-        for ev in events:
-            seq += 1
-            body = orjson.dumps({**ev, "seq": seq, "ts": now, "prev_hash": prev, "v": 1}, option=orjson.OPT_SORT_KEYS)
-            digest = hashlib.sha256(prev.encode() + body).hexdigest()
-            rows += (seq, ev["id"], ev["type"], body.decode(), prev, digest)
-            prev = digest
-        db = state["db"]
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(insert + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(events)), rows)
-        db.execute("COMMIT")
-        state["seq"], state["prev"] = seq, prev
 
     async def reply(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await send({"type": "http.response.start", "status": status,
@@ -265,11 +245,7 @@ def run_least(port: int, upstream: str, token: str, journal: str) -> None:
             while True:
                 m = await receive()
                 if m["type"] == "lifespan.startup":
-                    db = state["db"] = sqlite3.connect(journal, isolation_level=None)
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("PRAGMA synchronous=FULL")
-                    db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, "
-                               "type TEXT, body TEXT, prev_hash TEXT, hash TEXT)")  # fmt: skip
+                    state["chain"] = DurableChain(journal)
                     state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
                     await send({"type": "lifespan.startup.complete"})
                 else:
@@ -286,27 +262,20 @@ def run_least(port: int, upstream: str, token: str, journal: str) -> None:
             if not m.get("more_body"):
                 break
         msg = orjson.loads(body)
+        decided = None
         if msg.get("method") == "tools/call":
             name = msg["params"]["name"]
             msg["params"]["name"] = tools[name]
             body = orjson.dumps(msg)
-            state["n"] += 1
-            n = state["n"]
-            events = [*state["pending"],
-                      {"id": f"evt_{n}_r", "type": "tool.requested", "action": "mcp:call",
-                       "resource": {"type": "Tool", "id": name}},
-                      {"id": f"evt_{n}_d", "type": "policy.decided", "decision": "allow", "parent_id": f"evt_{n}_r"}]  # fmt: skip
-            state["pending"] = []
-            commit(events)
+            decided = state["chain"].decide("task", "mcp:call", {"type": "Tool", "id": name}, "allow")
         out = {k.decode(): v.decode() for k, v in headers.items() if k in passed}
         async with state["c"].post(upstream, data=body, headers=out) as r:
             answer, status = await r.read(), r.status
             back = [(k.lower().encode(), v.encode()) for k, v in r.headers.items()
                     if k.lower() in ("content-type", "mcp-session-id")]  # fmt: skip
         await reply(send, status, back, answer)
-        if msg.get("method") == "tools/call":
-            state["pending"].append({"id": f"evt_{n}_c", "type": "tool.completed", "parent_id": f"evt_{n}_d",
-                                     "outcome": {"status": status, "bytes": len(answer)}})  # fmt: skip
+        if decided is not None:
+            state["chain"].completed("task", decided, {"status": status, "bytes": len(answer)})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
                 http=HttpProtocol)  # fmt: skip
