@@ -61,3 +61,21 @@ class DurableChain:
         self.db.execute(_INSERT + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(events)), rows)
         self.db.execute("COMMIT")
         self.seq, self.prev = seq, prev
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any], journal: str) -> bool:
+    """Serve an ASGI lifespan `scope` for a least gateway (its chain in `state["chain"]`, its upstream client
+    in `state["c"]`); False when `scope` is a request."""
+    if scope["type"] != "lifespan":
+        return False
+    while True:
+        m = await receive()
+        if m["type"] == "lifespan.startup":
+            import aiohttp
+
+            state["chain"] = DurableChain(journal)
+            state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return True

@@ -243,7 +243,7 @@ def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) 
     injected, the answer relayed whole. No verification, policy, sealing, scan or rewriting: what is left of
     a call once those cost nothing. Served as Tether is (uvicorn, Tether's HTTP protocol).
     """
-    from _least import DurableChain
+    from _least import lifespan
 
     state: dict[str, Any] = {}
     tasks = {("Bearer " + b).encode(): f"tsk_{i}" for i, b in enumerate(bearers)}
@@ -251,18 +251,8 @@ def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) 
     answers = {(task, "mail:read"): "allow" for task in tasks.values()}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    import aiohttp
-
-                    state["chain"] = DurableChain(journal)
-                    state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+        if await lifespan(scope, receive, send, state, journal):
+            return
         task = next((tasks.get(v) for k, v in scope["headers"] if k == b"authorization"), None)
         if task is None:
             await send({"type": "http.response.start", "status": 401, "headers": []})

@@ -223,11 +223,10 @@ def run_least(port: int, upstream: str, token: str, journal: str) -> None:
     to the upstream with aiohttp (its session header passed both ways) and the answer returned as it came.
     No verification, catalog, policy, pins, sealing or scan: what is left of a call once those cost nothing.
     Served as Tether is (uvicorn, Tether's HTTP protocol)."""
-    import aiohttp
     import orjson
     import uvicorn
 
-    from _least import DurableChain
+    from _least import lifespan
     from tether.api.http_protocol import HttpProtocol
 
     state: dict[str, Any] = {}
@@ -241,16 +240,8 @@ def run_least(port: int, upstream: str, token: str, journal: str) -> None:
         await send({"type": "http.response.body", "body": body})
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    state["chain"] = DurableChain(journal)
-                    state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+        if await lifespan(scope, receive, send, state, journal):
+            return
         headers = dict(scope["headers"])
         if headers.get(b"authorization") != bearer:
             await reply(send, 401, [], b"")
