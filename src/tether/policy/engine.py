@@ -349,9 +349,8 @@ class PolicyEngine:
     ) -> tuple[Any, ...]:
         """Everything the request's entities are built from: equal keys, equal entities."""
         r = req.resource
-        extra = _tool_attrs(r) if r.type == "Tool" else ()
         return (principal.entities_json, req.action, reads, r.type, r.id, r.system, level, r.sensitivity, r.owner,
-                extra)  # fmt: skip
+                _tool_attrs(r))  # fmt: skip
 
     def _graph(
         self, key: tuple[Any, ...], req: DecisionRequest, principal: Principal, level: int,
@@ -364,7 +363,6 @@ class PolicyEngine:
         all of them): Cedar parses each one it is given, and no policy can see the others.
         """
         r = req.resource
-        extra = key[-1]
         graph = self._graphs.get(key)
         if graph is None:
             base_key = (principal.entities_json, req.action)
@@ -374,7 +372,7 @@ class PolicyEngine:
                     "[" + principal.entities_json + "," + self._actions_of(req.action) + "]"
                 )
                 _remember(self._bases, base_key, base)
-            attrs = _resource_attrs(r, level, extra)
+            attrs = _resource_attrs(r, level)
             if reads is not None:
                 attrs = {k: v for k, v in attrs.items() if k in reads}
             resource = {"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []}
@@ -385,7 +383,7 @@ class PolicyEngine:
     def _entities(self, req: DecisionRequest, principal: Principal, level: int) -> str:
         """The same entities as JSON text, the resource with all its attributes (what an unsliced evaluation gets)."""
         r = req.resource
-        attrs = _resource_attrs(r, level, _tool_attrs(r) if r.type == "Tool" else ())
+        attrs = _resource_attrs(r, level)
         resource = json.dumps({"uid": {"type": r.type, "id": r.id}, "attrs": attrs, "parents": []})
         return "[" + principal.entities_json + "," + resource + "," + self._actions_of(req.action) + "]"
 
@@ -514,10 +512,12 @@ _TOOL_ATTRS = ("server", "name", "read_only", "destructive", "open_world")
 
 
 def _tool_attrs(r: Any) -> tuple[Any, ...]:
-    """A tool's MCP annotations, in `_TOOL_ATTRS` order.
+    """A tool's MCP annotations, in `_TOOL_ATTRS` order; () for a resource that is not a tool.
 
     MCP's defaults when a tool says nothing: not read-only, destructive, open world.
     """
+    if r.type != "Tool":
+        return ()
     a = r.attrs
     return (
         str(a.get("server", "")), str(a.get("name", r.id)), bool(a.get("read_only", False)),
@@ -525,10 +525,10 @@ def _tool_attrs(r: Any) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _resource_attrs(r: Any, level: int, tool: tuple[Any, ...]) -> dict[str, Any]:
+def _resource_attrs(r: Any, level: int) -> dict[str, Any]:
     """The resource entity's attributes: what every resource has, then a tool's annotations."""
     attrs: dict[str, Any] = {"system": r.system, "sensitivity": level, "label": r.sensitivity, "owner": r.owner or ""}
-    attrs.update(zip(_TOOL_ATTRS, tool, strict=False))
+    attrs.update(zip(_TOOL_ATTRS, _tool_attrs(r), strict=False))
     return attrs
 
 
