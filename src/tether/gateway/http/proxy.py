@@ -34,7 +34,7 @@ from aiohttp.compression_utils import HAS_BROTLI as _HAS_BROTLI
 from aiohttp.compression_utils import HAS_ZSTD as _HAS_ZSTD
 
 from tether.audit.model import Event
-from tether.credentials import Injection, Providers
+from tether.credentials import Injected, Injection, Providers
 from tether.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge, TetherError, Unavailable
 from tether.gateway.http.config import HttpGatewayConfig, Upstream
 from tether.gateway.http.normalise import SAFE, PathRefused, encode_path, encode_query, normalise_path, parse_query
@@ -496,10 +496,7 @@ class HttpGateway:
         if self.providers is None or up.label_credential is None:
             return None
         try:
-            try:
-                injected = await self.providers.get(up.label_credential).inject(Injection("gateway", "gateway"))
-            except (NotFound, InvalidRequest) as exc:  # as for the injected credential (`_credentials`)
-                raise _unavailable(up, exc, own=True) from None
+            injected = await self._inject(up, up.label_credential, Injection("gateway", "gateway"), own=True)
             async with self.session().get(
                 up.base_url + path, headers=injected.headers, allow_redirects=False, ssl=self._ssl.get(up.name, True),
                 timeout=aiohttp.ClientTimeout(total=up.timeouts.total, connect=up.timeouts.connect),
@@ -557,11 +554,17 @@ class HttpGateway:
         name = ctx.upstream.credential
         if name is None or self.providers is None:
             return {}, ()
-        try:
-            injected = await self.providers.get(name).inject(Injection(ctx.token.task_id, ctx.token.person_id))
-        except (NotFound, InvalidRequest) as exc:
-            raise _unavailable(ctx.upstream, exc) from None
+        injected = await self._inject(ctx.upstream, name, Injection(ctx.token.task_id, ctx.token.person_id))
         return injected.headers, injected.secrets
+
+    async def _inject(self, up: Upstream, name: str, injection: Injection, *, own: bool = False) -> Injected:
+        """Credential `name` for `injection` (`own`: the gateway's label credential); one the vault does not hold
+        or its provider cannot use is `_unavailable`."""
+        assert self.providers is not None
+        try:
+            return await self.providers.get(name).inject(injection)
+        except (NotFound, InvalidRequest) as exc:
+            raise _unavailable(up, exc, own=own) from None
 
     def _outgoing(self, ctx: Ctx, cred: Mapping[str, str], ctype: str | None) -> dict[str, str]:
         named: set[str] = set()  # hop-by-hop headers the Connection header names
