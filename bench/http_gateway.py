@@ -259,7 +259,7 @@ def _least_gateway(sim_base: str, token: str, journal: str, bearers: list[str]) 
             await send({"type": "http.response.body", "body": b""})
             return
         path = scope["path"].removeprefix("/proxy/m365")
-        action = actions.get(path.rsplit("/", 1)[0] if path.count("/") > 4 else path)
+        action = actions.get(path)
         chain = state["chain"]
         decided = chain.decide(task, action, {"type": "Message", "id": path}, answers.get((task, action), "deny"))
         url = sim_base + path + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
