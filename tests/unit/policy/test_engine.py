@@ -1,5 +1,6 @@
 """Decision semantics: obligations, lifting, errors as forbids, and slicing that never changes an answer."""
 
+import functools
 from datetime import date, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,14 +33,10 @@ def engine(directory: Path | None = None) -> PolicyEngine:
     return e
 
 
-_SHARED: list[PolicyEngine] = []
-
-
+@functools.cache
 def _shared_engine() -> PolicyEngine:
     """One engine on the default pack for the examples of a property test (loading the pack costs ~70 ms)."""
-    if not _SHARED:
-        _SHARED.append(engine())
-    return _SHARED[0]
+    return engine()
 
 
 def req(action: str, *, rtype="MailMessage", sensitivity="internal", facts=None, usage=None, attrs=None, scopes=None):
